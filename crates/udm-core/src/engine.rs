@@ -1,0 +1,794 @@
+//! The engine: the device namespace (name, uuid, device number), the target
+//! registry and the cache of underlying devices, with one method per dm-ioctl
+//! command carrying the kernel's semantics and errno values.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::args::{parse_u32, parse_u64, split_args};
+use crate::blockdev::{BlockDev, DevNumber, FileDev};
+use crate::device::{Device, DeviceInfo, Geometry, OpenHandle};
+use crate::error::{DmError, Errno, Result};
+use crate::registry::Registry;
+use crate::table::{Table, TargetSpec};
+use crate::target::{DevResolver, StatusType};
+
+pub const NAME_MAX: usize = 127;
+pub const UUID_MAX: usize = 128;
+pub const MINOR_LIMIT: u32 = 1 << 20;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Major number of udm devices (the kernel's dm major is dynamic; 253 is common).
+    pub major: u32,
+    /// Open underlying files and block devices with O_DIRECT.
+    pub direct_io: bool,
+    /// Where the FUSE mapper directory is mounted: paths under it name udm devices.
+    pub mapper_dir: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            major: 253,
+            direct_io: false,
+            mapper_dir: None,
+        }
+    }
+}
+
+/// How a command names its device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DevRef {
+    Name(String),
+    Uuid(String),
+    Number(DevNumber),
+}
+
+impl DevRef {
+    pub fn name(s: &str) -> DevRef {
+        DevRef::Name(s.to_string())
+    }
+}
+
+/// The new name or uuid of a rename.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RenameTo {
+    Name(String),
+    Uuid(String),
+}
+
+/// Namespace changes, for exports that follow the device list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineEvent {
+    Created { id: u64, name: String },
+    Removed { id: u64, name: String },
+    Renamed { id: u64, old: String, new: String },
+}
+
+type Listener = Box<dyn Fn(&EngineEvent) + Send + Sync>;
+
+#[derive(Default)]
+struct Namespace {
+    by_name: BTreeMap<String, Arc<Device>>,
+    by_minor: BTreeMap<u32, Arc<Device>>,
+}
+
+pub struct EngineInner {
+    ns: Mutex<Namespace>,
+    registry: Registry,
+    config: EngineConfig,
+    pdevs: Mutex<HashMap<(u64, u64), Weak<FileDev>>>,
+    next_file_minor: AtomicU32,
+    global_event: Mutex<u64>,
+    global_cv: Condvar,
+    listeners: Mutex<Vec<Listener>>,
+}
+
+/// The device-mapper engine. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+fn dev_err(errno: Errno, msg: impl Into<String>) -> DmError {
+    DmError::new(errno, msg)
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(dev_err(Errno::EINVAL, "device name is empty"));
+    }
+    if name.len() > NAME_MAX {
+        return Err(dev_err(
+            Errno::EINVAL,
+            format!("device name longer than {NAME_MAX} bytes"),
+        ));
+    }
+    if name.contains('/') || name == "control" || name == "." || name == ".." {
+        return Err(dev_err(
+            Errno::EINVAL,
+            format!("invalid device name '{name}'"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_uuid(uuid: &str) -> Result<()> {
+    if uuid.len() > UUID_MAX {
+        return Err(dev_err(
+            Errno::EINVAL,
+            format!("uuid longer than {UUID_MAX} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+impl EngineInner {
+    pub(crate) fn bump_global_event(&self) {
+        let mut g = self.global_event.lock();
+        *g += 1;
+        self.global_cv.notify_all();
+    }
+
+    fn notify(&self, ev: EngineEvent) {
+        for l in self.listeners.lock().iter() {
+            l(&ev);
+        }
+    }
+
+    fn unhash(&self, ns: &mut Namespace, dev: &Arc<Device>) {
+        ns.by_name.remove(&*dev.name.read());
+        ns.by_minor.remove(&dev.number.minor);
+        dev.removed.store(true, Ordering::SeqCst);
+        *dev.inactive.lock() = None;
+        dev.active.store(None);
+        dev.wake_waiters();
+    }
+
+    pub(crate) fn complete_deferred_remove(&self, dev: &Arc<Device>) {
+        let removed = {
+            let mut ns = self.ns.lock();
+            let still_ours = ns
+                .by_minor
+                .get(&dev.number.minor)
+                .is_some_and(|d| Arc::ptr_eq(d, dev));
+            if still_ours && dev.open_count.load(Ordering::SeqCst) == 0 {
+                self.unhash(&mut ns, dev);
+                true
+            } else {
+                false
+            }
+        };
+        if removed {
+            tracing::info!(name = %dev.name(), "deferred remove completed");
+            self.bump_global_event();
+            self.notify(EngineEvent::Removed {
+                id: dev.id,
+                name: dev.name(),
+            });
+        }
+    }
+}
+
+/// Resolves device arguments for one TABLE_LOAD on device `for_dev`.
+struct Resolver<'a> {
+    engine: &'a Engine,
+    for_dev: &'a Arc<Device>,
+}
+
+impl DevResolver for Resolver<'_> {
+    fn open(&self, spec: &str, read_only: bool) -> Result<Arc<dyn BlockDev>> {
+        if spec.is_empty() {
+            return Err(dev_err(Errno::EINVAL, "no device given"));
+        }
+        let inner = &self.engine.inner;
+        if let Some(dev) = self.engine.udm_device_for(spec)? {
+            if Arc::ptr_eq(&dev, self.for_dev) {
+                return Err(dev_err(Errno::EINVAL, "table maps the device onto itself"));
+            }
+            if depends_on(&dev, self.for_dev, 0) {
+                return Err(dev_err(
+                    Errno::EINVAL,
+                    "table would create a cycle of devices",
+                ));
+            }
+            let handle = dev.open()?;
+            return Ok(Arc::new(UdmDev { handle }));
+        }
+        let path = if let Some((ma, mi)) = parse_maj_min(spec) {
+            sysfs_dev_path(ma, mi)
+                .ok_or_else(|| dev_err(Errno::ENXIO, format!("no block device {ma}:{mi}")))?
+        } else {
+            PathBuf::from(spec)
+        };
+        let minor = inner.next_file_minor.load(Ordering::SeqCst);
+        let fd = FileDev::open(&path, read_only, inner.config.direct_io, minor).map_err(|e| {
+            let errno = Errno::from_io(&e);
+            dev_err(errno, errno.to_string())
+        })?;
+        let mut cache = inner.pdevs.lock();
+        if let Some(existing) = cache.get(&fd.key).and_then(Weak::upgrade) {
+            if !existing.read_only() || read_only {
+                return Ok(existing);
+            }
+        }
+        inner.next_file_minor.fetch_add(1, Ordering::SeqCst);
+        let fd = Arc::new(fd);
+        cache.insert(fd.key, Arc::downgrade(&fd));
+        cache.retain(|_, w| w.strong_count() > 0);
+        Ok(fd)
+    }
+}
+
+/// Whether `dev`'s tables (live or staged) reach `target`, through stacked devices.
+fn depends_on(dev: &Arc<Device>, target: &Arc<Device>, depth: u32) -> bool {
+    if depth > 64 {
+        return true;
+    }
+    let mut tables = Vec::new();
+    if let Some(t) = dev.active.load_full() {
+        tables.push(t);
+    }
+    if let Some(t) = dev.inactive.lock().clone() {
+        tables.push(t);
+    }
+    tables
+        .iter()
+        .flat_map(|t| t.devices().to_vec())
+        .any(|d| match d.udm_device() {
+            Some(u) => Arc::ptr_eq(u, target) || depends_on(u, target, depth + 1),
+            None => false,
+        })
+}
+
+fn parse_maj_min(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.split_once(':')?;
+    Some((parse_u32(a)?, parse_u32(b)?))
+}
+
+/// `/dev/<DEVNAME>` of a block device number, from sysfs.
+fn sysfs_dev_path(major: u32, minor: u32) -> Option<PathBuf> {
+    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")).ok()?;
+    let name = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+    Some(Path::new("/dev").join(name))
+}
+
+/// Another udm device used as an underlying device (stacking).
+struct UdmDev {
+    handle: OpenHandle,
+}
+
+impl BlockDev for UdmDev {
+    fn size_sectors(&self) -> u64 {
+        self.handle.device().size_sectors()
+    }
+    fn dev_number(&self) -> DevNumber {
+        self.handle.device().dev_number()
+    }
+    fn display_name(&self) -> String {
+        self.dev_number().to_string()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.handle
+            .device()
+            .read(offset >> 9, buf)
+            .map_err(errno_io)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> std::io::Result<()> {
+        self.handle
+            .device()
+            .write(offset >> 9, buf, fua)
+            .map_err(errno_io)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.handle.device().flush().map_err(errno_io)
+    }
+    fn discard(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.handle
+            .device()
+            .discard(offset >> 9, len >> 9)
+            .map_err(errno_io)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> std::io::Result<()> {
+        self.handle
+            .device()
+            .write_zeroes(offset >> 9, len >> 9, may_unmap, false)
+            .map_err(errno_io)
+    }
+    fn udm_device(&self) -> Option<&Arc<Device>> {
+        Some(self.handle.device())
+    }
+    fn read_only(&self) -> bool {
+        self.handle.device().read_only()
+    }
+}
+
+fn errno_io(e: Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e.0)
+}
+
+/// What TARGET_MSG produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageReply {
+    pub info: DeviceInfo,
+    pub reply: Option<String>,
+}
+
+/// One line of TABLE_STATUS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusLine {
+    pub start: u64,
+    pub len: u64,
+    pub target_type: String,
+    pub text: String,
+}
+
+impl Engine {
+    pub fn new(registry: Registry, config: EngineConfig) -> Engine {
+        Engine {
+            inner: Arc::new(EngineInner {
+                ns: Mutex::new(Namespace::default()),
+                registry,
+                config,
+                pdevs: Mutex::new(HashMap::new()),
+                next_file_minor: AtomicU32::new(0),
+                global_event: Mutex::new(0),
+                global_cv: Condvar::new(),
+                listeners: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Call `f` on every namespace change (create, remove, rename).
+    pub fn subscribe(&self, f: impl Fn(&EngineEvent) + Send + Sync + 'static) {
+        self.inner.listeners.lock().push(Box::new(f));
+    }
+
+    /// The global event counter (bumped by create, remove, rename, table swaps and device events).
+    pub fn global_event_nr(&self) -> u64 {
+        *self.inner.global_event.lock()
+    }
+
+    /// Block until the global event counter differs from `seen` or `timeout` passes.
+    pub fn wait_global_event(&self, seen: u64, timeout: Duration) -> u64 {
+        let mut g = self.inner.global_event.lock();
+        if *g == seen {
+            self.inner.global_cv.wait_for(&mut g, timeout);
+        }
+        *g
+    }
+
+    /// The udm device a table argument names, if it names one: `major:minor` with
+    /// our major, `/dev/mapper/<name>`, or `<mapper-dir>/<name>`.
+    fn udm_device_for(&self, spec: &str) -> Result<Option<Arc<Device>>> {
+        let ns = self.inner.ns.lock();
+        if let Some((ma, mi)) = parse_maj_min(spec) {
+            if ma == self.inner.config.major {
+                return match ns.by_minor.get(&mi) {
+                    Some(d) => Ok(Some(d.clone())),
+                    None => Err(dev_err(Errno::ENXIO, format!("no udm device {spec}"))),
+                };
+            }
+            return Ok(None);
+        }
+        let p = Path::new(spec);
+        let mut dirs = vec![PathBuf::from("/dev/mapper")];
+        if let Some(d) = &self.inner.config.mapper_dir {
+            dirs.push(d.clone());
+        }
+        for dir in dirs {
+            if let Some(name) = p.strip_prefix(&dir).ok().and_then(|r| r.to_str()) {
+                if let Some(d) = ns.by_name.get(name) {
+                    return Ok(Some(d.clone()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Find a device; ENXIO when there is none.
+    pub fn device(&self, r: &DevRef) -> Result<Arc<Device>> {
+        let ns = self.inner.ns.lock();
+        let found = match r {
+            DevRef::Name(n) => ns.by_name.get(n).cloned(),
+            DevRef::Uuid(u) => ns
+                .by_name
+                .values()
+                .find(|d| !u.is_empty() && *d.uuid.read() == *u)
+                .cloned(),
+            DevRef::Number(n) => {
+                if n.major == self.inner.config.major {
+                    ns.by_minor.get(&n.minor).cloned()
+                } else {
+                    None
+                }
+            }
+        };
+        found.ok_or_else(|| {
+            DmError::NoDevice(match r {
+                DevRef::Name(n) | DevRef::Uuid(n) => n.clone(),
+                DevRef::Number(n) => n.to_string(),
+            })
+        })
+    }
+
+    /// Every device, sorted by name (LIST_DEVICES order).
+    pub fn list(&self) -> Vec<Arc<Device>> {
+        self.inner.ns.lock().by_name.values().cloned().collect()
+    }
+
+    /// DEV_CREATE: a device with no tables. EBUSY for a name or uuid in use; ENXIO
+    /// for a requested minor that is taken or out of range.
+    pub fn create(&self, name: &str, uuid: Option<&str>, minor: Option<u32>) -> Result<DeviceInfo> {
+        check_name(name)?;
+        let uuid = uuid.unwrap_or("");
+        check_uuid(uuid)?;
+        let dev = {
+            let mut ns = self.inner.ns.lock();
+            if ns.by_name.contains_key(name) {
+                return Err(dev_err(
+                    Errno::EBUSY,
+                    format!("a device named '{name}' already exists"),
+                ));
+            }
+            if !uuid.is_empty() && ns.by_name.values().any(|d| *d.uuid.read() == uuid) {
+                return Err(dev_err(
+                    Errno::EBUSY,
+                    format!("a device with uuid '{uuid}' already exists"),
+                ));
+            }
+            let minor = match minor {
+                Some(m) if m >= MINOR_LIMIT || ns.by_minor.contains_key(&m) => {
+                    return Err(dev_err(
+                        Errno::ENXIO,
+                        format!("minor {m} is taken or out of range"),
+                    ));
+                }
+                Some(m) => m,
+                None => (0..MINOR_LIMIT)
+                    .find(|m| !ns.by_minor.contains_key(m))
+                    .ok_or_else(|| dev_err(Errno::ENXIO, "no free minor"))?,
+            };
+            let number = DevNumber::new(self.inner.config.major, minor);
+            let dev = Arc::new(Device::new(
+                minor as u64,
+                number,
+                name.to_string(),
+                uuid.to_string(),
+                Arc::downgrade(&self.inner),
+            ));
+            ns.by_name.insert(name.to_string(), dev.clone());
+            ns.by_minor.insert(minor, dev.clone());
+            dev
+        };
+        tracing::info!(name, dev = %dev.number, "device created");
+        self.inner.bump_global_event();
+        self.inner.notify(EngineEvent::Created {
+            id: dev.id,
+            name: name.to_string(),
+        });
+        Ok(dev.info(false))
+    }
+
+    /// DEV_REMOVE. An open device is EBUSY, or with `deferred` is removed at last close
+    /// (the returned info then has `deferred_remove`). Returns None when removed now.
+    pub fn remove(&self, r: &DevRef, deferred: bool) -> Result<Option<DeviceInfo>> {
+        let dev = self.device(r)?;
+        {
+            let mut ns = self.inner.ns.lock();
+            if dev.open_count.load(Ordering::SeqCst) > 0 {
+                if deferred {
+                    dev.deferred_remove.store(true, Ordering::SeqCst);
+                    drop(ns);
+                    return Ok(Some(dev.info(false)));
+                }
+                return Err(dev_err(
+                    Errno::EBUSY,
+                    format!(
+                        "device '{}' is open ({} openers)",
+                        dev.name(),
+                        dev.open_count.load(Ordering::SeqCst)
+                    ),
+                ));
+            }
+            self.inner.unhash(&mut ns, &dev);
+        }
+        tracing::info!(name = %dev.name(), "device removed");
+        self.inner.bump_global_event();
+        self.inner.notify(EngineEvent::Removed {
+            id: dev.id,
+            name: dev.name(),
+        });
+        Ok(None)
+    }
+
+    /// REMOVE_ALL: remove every closed device, repeating while that makes progress
+    /// (so stacks unwind); with `deferred`, mark the busy ones.
+    pub fn remove_all(&self, deferred: bool) {
+        loop {
+            let mut progress = false;
+            for dev in self.list() {
+                if dev.open_count.load(Ordering::SeqCst) == 0 {
+                    let r = DevRef::Number(dev.number);
+                    if self.remove(&r, false).is_ok() {
+                        progress = true;
+                    }
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        if deferred {
+            for dev in self.list() {
+                dev.deferred_remove.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// `@cancel_deferred_remove`.
+    fn cancel_deferred_remove(&self, dev: &Arc<Device>) -> Result<()> {
+        if dev.is_removed() {
+            return Err(dev_err(Errno::EBUSY, "device is already being removed"));
+        }
+        dev.deferred_remove.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// DEV_RENAME: the old device is looked up by name only.
+    pub fn rename(&self, old: &str, to: &RenameTo) -> Result<DeviceInfo> {
+        let dev = self.device(&DevRef::name(old))?;
+        let ev = {
+            let mut ns = self.inner.ns.lock();
+            match to {
+                RenameTo::Name(new) => {
+                    check_name(new)?;
+                    if ns.by_name.contains_key(new.as_str()) {
+                        return Err(dev_err(
+                            Errno::EBUSY,
+                            format!("a device named '{new}' already exists"),
+                        ));
+                    }
+                    ns.by_name.remove(old);
+                    ns.by_name.insert(new.clone(), dev.clone());
+                    *dev.name.write() = new.clone();
+                    Some(EngineEvent::Renamed {
+                        id: dev.id,
+                        old: old.to_string(),
+                        new: new.clone(),
+                    })
+                }
+                RenameTo::Uuid(u) => {
+                    if u.is_empty() {
+                        return Err(dev_err(Errno::EINVAL, "new uuid is empty"));
+                    }
+                    check_uuid(u)?;
+                    let cur = dev.uuid();
+                    if !cur.is_empty() {
+                        return Err(dev_err(
+                            Errno::EINVAL,
+                            format!("unable to change uuid of {old} to {u}: uuid is already set to {cur}"),
+                        ));
+                    }
+                    if ns.by_name.values().any(|d| *d.uuid.read() == *u) {
+                        return Err(dev_err(
+                            Errno::EBUSY,
+                            format!("a device with uuid '{u}' already exists"),
+                        ));
+                    }
+                    *dev.uuid.write() = u.clone();
+                    None
+                }
+            }
+        };
+        dev.raise_event();
+        if let Some(ev) = ev {
+            self.inner.notify(ev);
+        }
+        Ok(dev.info(false))
+    }
+
+    /// DEV_SUSPEND with the suspend flag.
+    pub fn suspend(&self, r: &DevRef, noflush: bool) -> Result<DeviceInfo> {
+        let dev = self.device(r)?;
+        let _ctl = dev.ctl.lock();
+        dev.suspend(noflush);
+        tracing::debug!(name = %dev.name(), noflush, "suspended");
+        Ok(dev.info(false))
+    }
+
+    /// DEV_SUSPEND without the suspend flag: swap in a staged table, then resume.
+    pub fn resume(&self, r: &DevRef, noflush: bool) -> Result<DeviceInfo> {
+        let dev = self.device(r)?;
+        let _ctl = dev.ctl.lock();
+        let swapped = dev.resume(noflush)?;
+        tracing::debug!(name = %dev.name(), swapped, "resumed");
+        Ok(dev.info(false))
+    }
+
+    /// DEV_STATUS.
+    pub fn info(&self, r: &DevRef, query_inactive: bool) -> Result<DeviceInfo> {
+        Ok(self.device(r)?.info(query_inactive))
+    }
+
+    /// DEV_WAIT: block until the device's event counter differs from `event_nr`.
+    pub fn wait(&self, r: &DevRef, event_nr: u32, timeout: Option<Duration>) -> Result<DeviceInfo> {
+        let dev = self.device(r)?;
+        dev.wait_event(event_nr, timeout)?;
+        Ok(dev.info(false))
+    }
+
+    /// TABLE_LOAD: build and validate the whole table, then stage it in the inactive
+    /// slot. A failure leaves both slots as they were.
+    pub fn load(&self, r: &DevRef, specs: &[TargetSpec], read_only: bool) -> Result<DeviceInfo> {
+        let dev = self.device(r)?;
+        let _ctl = dev.ctl.lock();
+        let resolver = Resolver {
+            engine: self,
+            for_dev: &dev,
+        };
+        let table = Table::build(specs, &self.inner.registry, &resolver, read_only)?;
+        *dev.inactive.lock() = Some(Arc::new(table));
+        tracing::debug!(name = %dev.name(), targets = specs.len(), "table loaded");
+        Ok(dev.info(false))
+    }
+
+    /// Parse table text and load it (in-process convenience).
+    pub fn load_text(&self, r: &DevRef, text: &str, read_only: bool) -> Result<DeviceInfo> {
+        let specs = TargetSpec::parse_text(text)?;
+        self.load(r, &specs, read_only)
+    }
+
+    /// TABLE_CLEAR: drop the staged table.
+    pub fn clear(&self, r: &DevRef) -> Result<DeviceInfo> {
+        let dev = self.device(r)?;
+        let _ctl = dev.ctl.lock();
+        *dev.inactive.lock() = None;
+        Ok(dev.info(false))
+    }
+
+    fn table_of(dev: &Device, inactive: bool) -> Option<Arc<Table>> {
+        if inactive {
+            dev.inactive.lock().clone()
+        } else {
+            dev.active.load_full()
+        }
+    }
+
+    /// TABLE_DEPS: distinct underlying device numbers.
+    pub fn deps(&self, r: &DevRef, inactive: bool) -> Result<(DeviceInfo, Vec<DevNumber>)> {
+        let dev = self.device(r)?;
+        let devs = Self::table_of(&dev, inactive)
+            .map(|t| t.devices().iter().map(|d| d.dev_number()).collect())
+            .unwrap_or_default();
+        Ok((dev.info(inactive), devs))
+    }
+
+    /// TABLE_STATUS: the INFO or TABLE line of every target.
+    pub fn status(
+        &self,
+        r: &DevRef,
+        inactive: bool,
+        kind: StatusType,
+    ) -> Result<(DeviceInfo, Vec<StatusLine>)> {
+        let dev = self.device(r)?;
+        let lines = Self::table_of(&dev, inactive)
+            .map(|t| {
+                t.status_lines(kind)
+                    .into_iter()
+                    .map(|(start, len, ty, text)| StatusLine {
+                        start,
+                        len,
+                        target_type: ty.to_string(),
+                        text,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((dev.info(inactive), lines))
+    }
+
+    /// LIST_VERSIONS.
+    pub fn target_versions(&self) -> Vec<(String, [u32; 3])> {
+        self.inner
+            .registry
+            .list()
+            .map(|t| (t.name.to_string(), t.version))
+            .collect()
+    }
+
+    /// GET_TARGET_VERSION: EINVAL for an unknown type.
+    pub fn target_version(&self, name: &str) -> Result<[u32; 3]> {
+        self.inner
+            .registry
+            .get(name)
+            .map(|t| t.version)
+            .ok_or_else(|| dev_err(Errno::EINVAL, format!("unknown target type '{name}'")))
+    }
+
+    /// TARGET_MSG: `@` messages go to the core, others to the live target at `sector`.
+    pub fn message(&self, r: &DevRef, sector: u64, msg: &str) -> Result<MessageReply> {
+        let dev = self.device(r)?;
+        let argv = split_args(msg);
+        let Some(first) = argv.first() else {
+            return Err(dev_err(Errno::EINVAL, "empty message"));
+        };
+        if first.starts_with('@') {
+            return match (first.as_str(), argv.len()) {
+                ("@cancel_deferred_remove", 1) => {
+                    self.cancel_deferred_remove(&dev)?;
+                    Ok(MessageReply {
+                        info: dev.info(false),
+                        reply: None,
+                    })
+                }
+                _ => Err(dev_err(
+                    Errno::EINVAL,
+                    format!("unsupported message sent to DM core: {first}"),
+                )),
+            };
+        }
+        let Some(table) = dev.active.load_full() else {
+            return Err(dev_err(
+                Errno::EINVAL,
+                "no live table to send the message to",
+            ));
+        };
+        let Some(i) = table.lookup(sector) else {
+            return Err(dev_err(
+                Errno::EINVAL,
+                format!("sector {sector} is beyond the end of the device"),
+            ));
+        };
+        let reply = table.targets()[i].target.message(&argv)?;
+        Ok(MessageReply {
+            info: dev.info(false),
+            reply,
+        })
+    }
+
+    /// DEV_SET_GEOMETRY: `"<cyl> <heads> <sectors> <start>"`.
+    pub fn set_geometry(&self, r: &DevRef, text: &str) -> Result<()> {
+        let dev = self.device(r)?;
+        let w = split_args(text);
+        let bad = || dev_err(Errno::EINVAL, format!("invalid geometry '{text}'"));
+        if w.len() != 4 {
+            return Err(bad());
+        }
+        let cyl = parse_u32(&w[0]).filter(|&v| v <= 65535).ok_or_else(bad)?;
+        let heads = parse_u32(&w[1]).filter(|&v| v <= 255).ok_or_else(bad)?;
+        let sectors = parse_u32(&w[2]).filter(|&v| v <= 255).ok_or_else(bad)?;
+        let start = parse_u64(&w[3]).ok_or_else(bad)?;
+        *dev.geometry.lock() = Some(Geometry {
+            cylinders: cyl,
+            heads,
+            sectors,
+            start,
+        });
+        Ok(())
+    }
+
+    /// The geometry set on a device, if any.
+    pub fn geometry(&self, r: &DevRef) -> Result<Option<Geometry>> {
+        Ok(*self.device(r)?.geometry.lock())
+    }
+
+    /// Open a device for I/O (counted in its open count until the handle drops).
+    pub fn open(&self, r: &DevRef) -> Result<OpenHandle> {
+        self.device(r)?.open()
+    }
+}

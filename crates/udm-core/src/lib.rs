@@ -1,0 +1,28 @@
+//! udm-core: the device-mapper engine rebuilt in user space.
+//!
+//! A [`Device`] maps sector ranges, through its active [`Table`], onto [`Target`]s;
+//! the [`Engine`] owns the device namespace, the target [`Registry`] and the cache of
+//! underlying devices, and offers one method per dm-ioctl command with the kernel's
+//! semantics.
+
+pub mod args;
+pub mod bio;
+pub mod blockdev;
+pub mod device;
+pub mod engine;
+pub mod error;
+pub mod index;
+pub mod registry;
+pub mod sector;
+pub mod table;
+pub mod target;
+
+pub use bio::{Bio, BioData, Op};
+pub use blockdev::{BlockDev, DevNumber, FileDev};
+pub use device::{Device, DeviceInfo, OpenHandle};
+pub use engine::{DevRef, Engine, EngineConfig, RenameTo};
+pub use error::{DmError, Errno, TableError};
+pub use registry::{Registry, TargetType};
+pub use sector::{Sector, SECTOR_SHIFT, SECTOR_SIZE};
+pub use table::{Table, TargetSpec};
+pub use target::{ExtentKind, Mapped, StatusType, Target, TargetCtx};

@@ -1,0 +1,376 @@
+//! Tables: the kernel's text format (`<start> <length> <type> <args...>` per line),
+//! validated whole before anything is bound, and the bound form that serves I/O.
+
+use std::sync::Arc;
+
+use crate::args::{parse_u64, split_args};
+use crate::bio::{Bio, BioData, Op};
+use crate::blockdev::BlockDev;
+use crate::error::{Errno, TableError};
+use crate::index::Index;
+use crate::registry::Registry;
+use crate::sector::SECTOR_SHIFT;
+use crate::target::{DevResolver, ExtentKind, Mapped, StatusType, Target, TargetCtx};
+
+/// Most targets a table may have (the kernel's DM_MAX_TARGETS).
+pub const MAX_TARGETS: usize = 1 << 20;
+/// Largest device end in sectors (the kernel's `LLONG_MAX >> 9`).
+pub const MAX_SECTORS: u64 = (i64::MAX as u64) >> SECTOR_SHIFT;
+
+/// One unbound table line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetSpec {
+    pub start: u64,
+    pub len: u64,
+    pub target_type: String,
+    pub params: String,
+    /// Where it came from: the text line, or the 1-based index in a TABLE_LOAD.
+    pub line: u32,
+}
+
+impl TargetSpec {
+    /// Parse table text as dmsetup does: blank lines and `#` comments are skipped,
+    /// and parameters end at the first `#`.
+    pub fn parse_text(text: &str) -> Result<Vec<TargetSpec>, TableError> {
+        let mut out = Vec::new();
+        for (i, raw) in text.split('\n').enumerate() {
+            let line = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            let l = raw.trim();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            let l = l.split('#').next().unwrap_or("");
+            let mut rest = l;
+            let mut word = |name: &str| -> Result<&str, TableError> {
+                let t = rest.trim_start();
+                let end = t.find(|c: char| c.is_ascii_whitespace()).unwrap_or(t.len());
+                let (w, r) = t.split_at(end);
+                rest = r;
+                if w.is_empty() {
+                    Err(TableError::new(line, "table", format!("missing {name}")))
+                } else {
+                    Ok(w)
+                }
+            };
+            let s = word("start sector")?;
+            let start = parse_u64(s).ok_or_else(|| {
+                TableError::new(line, "table", format!("start sector '{s}' is not a number"))
+            })?;
+            let s = word("length")?;
+            let len = parse_u64(s).ok_or_else(|| {
+                TableError::new(line, "table", format!("length '{s}' is not a number"))
+            })?;
+            let ty = word("target type")?.to_string();
+            let params = rest.trim().to_string();
+            out.push(TargetSpec {
+                start,
+                len,
+                target_type: ty,
+                params,
+                line,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A bound target inside a table.
+pub struct TableTarget {
+    pub start: u64,
+    pub len: u64,
+    pub type_name: &'static str,
+    pub target: Box<dyn Target>,
+}
+
+/// A validated, bound table: immutable once built.
+pub struct Table {
+    targets: Vec<TableTarget>,
+    index: Index,
+    size: u64,
+    read_only: bool,
+    /// Distinct underlying devices, most recently first-referenced first (kernel deps order).
+    devices: Vec<Arc<dyn BlockDev>>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("targets", &self.targets.len())
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl Table {
+    /// Validate and bind `specs`. Nothing is kept if any line fails.
+    pub fn build(
+        specs: &[TargetSpec],
+        registry: &Registry,
+        resolver: &dyn DevResolver,
+        read_only: bool,
+    ) -> Result<Table, TableError> {
+        if specs.is_empty() {
+            return Err(TableError::new(0, "table", "no targets specified"));
+        }
+        if specs.len() > MAX_TARGETS {
+            return Err(
+                TableError::new(0, "table", format!("more than {MAX_TARGETS} targets"))
+                    .errno(Errno(libc::EOVERFLOW)),
+            );
+        }
+        let mut targets = Vec::with_capacity(specs.len());
+        let mut ends = Vec::with_capacity(specs.len());
+        let mut next = 0u64;
+        for spec in specs {
+            let ty = spec.target_type.as_str();
+            if spec.len == 0 {
+                return Err(TableError::new(spec.line, ty, "zero-length target"));
+            }
+            let end = spec
+                .start
+                .checked_add(spec.len)
+                .filter(|&e| e <= MAX_SECTORS);
+            let Some(end) = end else {
+                return Err(TableError::new(spec.line, ty, "too large device"));
+            };
+            if spec.start != next {
+                return Err(TableError::new(
+                    spec.line,
+                    ty,
+                    format!("gap in table: target starts at sector {} but the previous one ends at {next}", spec.start),
+                ));
+            }
+            let Some(tt) = registry.get(ty) else {
+                return Err(TableError::new(spec.line, ty, "unknown target type"));
+            };
+            let ctx = TargetCtx {
+                line: spec.line,
+                type_name: tt.name,
+                start: spec.start,
+                len: spec.len,
+                read_only,
+                resolver,
+            };
+            let args = split_args(&spec.params);
+            let target = (tt.ctr)(&ctx, &args)?;
+            targets.push(TableTarget {
+                start: spec.start,
+                len: spec.len,
+                type_name: tt.name,
+                target,
+            });
+            ends.push(end);
+            next = end;
+        }
+        let mut devices: Vec<Arc<dyn BlockDev>> = Vec::new();
+        for t in &targets {
+            for d in t.target.devices() {
+                if !devices.iter().any(|x| Arc::ptr_eq(x, &d)) {
+                    devices.insert(0, d);
+                }
+            }
+        }
+        Ok(Table {
+            index: Index::new(&ends),
+            targets,
+            size: next,
+            read_only,
+            devices,
+        })
+    }
+
+    /// Device size in sectors.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    pub fn targets(&self) -> &[TableTarget] {
+        &self.targets
+    }
+
+    pub fn devices(&self) -> &[Arc<dyn BlockDev>] {
+        &self.devices
+    }
+
+    /// Index of the target holding `sector`.
+    #[inline]
+    pub fn lookup(&self, sector: u64) -> Option<usize> {
+        self.index.lookup(sector)
+    }
+
+    /// `<start> <len> <type> <text>` pieces for every target.
+    pub fn status_lines(&self, kind: StatusType) -> Vec<(u64, u64, &'static str, String)> {
+        self.targets
+            .iter()
+            .map(|t| {
+                let mut s = String::new();
+                t.target.status(kind, &mut s);
+                (t.start, t.len, t.type_name, s)
+            })
+            .collect()
+    }
+
+    /// Serve one bio (device-relative sectors), splitting it at target boundaries
+    /// and at each target's `max_io_len`.
+    pub fn submit(&self, bio: Bio<'_>) -> Result<(), Errno> {
+        if bio.is_write() && self.read_only {
+            return Err(Errno::EROFS);
+        }
+        if bio.op == Op::Flush {
+            return self.flush();
+        }
+        let end = bio.sector.checked_add(bio.len).ok_or(Errno::EINVAL)?;
+        if end > self.size {
+            return Err(Errno::EINVAL);
+        }
+        let Bio {
+            op,
+            mut sector,
+            len,
+            data,
+            fua,
+            may_unmap,
+        } = bio;
+        let mut remaining = len;
+        let mut data = data;
+        while remaining > 0 {
+            let i = self.lookup(sector).ok_or(Errno::EINVAL)?;
+            let t = &self.targets[i];
+            let off = sector - t.start;
+            let n = remaining
+                .min(t.start + t.len - sector)
+                .min(t.target.max_io_len(off).max(1));
+            let nbytes = (n << SECTOR_SHIFT) as usize;
+            let (piece, rest) = split_data(data, nbytes)?;
+            data = rest;
+            let mut sub = Bio {
+                op,
+                sector: off,
+                len: n,
+                data: piece,
+                fua,
+                may_unmap,
+            };
+            match t.target.map(&mut sub)? {
+                Mapped::Done => {}
+                Mapped::Remap { dev, sector } => {
+                    if let Err(e) = execute(dev, sub, sector) {
+                        t.target.end_io(off, e);
+                        return Err(e);
+                    }
+                }
+            }
+            sector += n;
+            remaining -= n;
+        }
+        Ok(())
+    }
+
+    /// An empty flush: targets with their own flush run it, then every device is flushed once.
+    pub fn flush(&self) -> Result<(), Errno> {
+        for t in &self.targets {
+            if let Some(r) = t.target.flush() {
+                r?;
+            }
+        }
+        for d in &self.devices {
+            d.flush().map_err(Errno::from)?;
+        }
+        Ok(())
+    }
+
+    /// Extents of `[sector, sector+len)`: (kind, sectors) runs, merged.
+    pub fn extents(&self, mut sector: u64, len: u64, out: &mut Vec<(ExtentKind, u64)>) {
+        let end = sector.saturating_add(len).min(self.size);
+        while sector < end {
+            let Some(i) = self.lookup(sector) else { break };
+            let t = &self.targets[i];
+            let n = (end - sector).min(t.start + t.len - sector);
+            let (kind, got) = t.target.extent(sector - t.start, n);
+            let got = got.clamp(1, n);
+            match out.last_mut() {
+                Some((k, l)) if *k == kind => *l += got,
+                _ => out.push((kind, got)),
+            }
+            sector += got;
+        }
+    }
+}
+
+fn split_data(data: BioData<'_>, n: usize) -> Result<(BioData<'_>, BioData<'_>), Errno> {
+    Ok(match data {
+        BioData::None => (BioData::None, BioData::None),
+        BioData::Read(b) => {
+            if b.len() < n {
+                return Err(Errno::EINVAL);
+            }
+            let (h, t) = b.split_at_mut(n);
+            (BioData::Read(h), BioData::Read(t))
+        }
+        BioData::Write(b) => {
+            if b.len() < n {
+                return Err(Errno::EINVAL);
+            }
+            let (h, t) = b.split_at(n);
+            (BioData::Write(h), BioData::Write(t))
+        }
+    })
+}
+
+/// Carry out a remapped bio on an underlying device.
+pub fn execute(dev: &dyn BlockDev, bio: Bio<'_>, sector: u64) -> Result<(), Errno> {
+    let off = sector << SECTOR_SHIFT;
+    let r = match (bio.op, bio.data) {
+        (Op::Read, BioData::Read(buf)) => dev.read_at(buf, off),
+        (Op::Write, BioData::Write(buf)) => dev.write_at(buf, off, bio.fua),
+        (Op::Flush, _) => dev.flush(),
+        (Op::Discard, _) => dev.discard(off, bio.len << SECTOR_SHIFT),
+        (Op::WriteZeroes, _) => dev.write_zeroes(off, bio.len << SECTOR_SHIFT, bio.may_unmap),
+        _ => return Err(Errno::EINVAL),
+    };
+    r.map_err(Errno::from)?;
+    if bio.fua && matches!(bio.op, Op::Discard | Op::WriteZeroes) {
+        dev.flush().map_err(Errno::from)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_text_with_comments() {
+        let t = "# header\n\n0 100 linear /dev/x 0 # trailing\n  100 50 zero  \n";
+        let s = TargetSpec::parse_text(t).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s[0],
+            TargetSpec {
+                start: 0,
+                len: 100,
+                target_type: "linear".into(),
+                params: "/dev/x 0".into(),
+                line: 3
+            }
+        );
+        assert_eq!(s[1].line, 4);
+        assert_eq!(s[1].params, "");
+    }
+
+    #[test]
+    fn bad_text_names_the_line() {
+        let e = TargetSpec::parse_text("0 10 zero\n\nx 10 zero").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert_eq!(
+            e.to_string(),
+            "line 3: table: start sector 'x' is not a number"
+        );
+        let e = TargetSpec::parse_text("0 10").unwrap_err();
+        assert_eq!(e.to_string(), "line 1: table: missing target type");
+    }
+}

@@ -1,0 +1,29 @@
+//! `error`: every I/O fails with EIO, flushes and discards included. Like the
+//! kernel, two arguments `<dev> <start>` are accepted and otherwise ignored, and
+//! INFO and TABLE are empty.
+
+use udm_core::{Bio, Errno, Mapped, StatusType, TableError, Target, TargetCtx, TargetType};
+
+pub const TYPE: TargetType = TargetType {
+    name: "error",
+    version: [1, 7, 0],
+    ctr,
+};
+
+pub struct ErrorTarget;
+
+fn ctr(_ctx: &TargetCtx<'_>, _args: &[String]) -> Result<Box<dyn Target>, TableError> {
+    Ok(Box::new(ErrorTarget))
+}
+
+impl Target for ErrorTarget {
+    fn map<'s>(&'s self, _bio: &mut Bio<'_>) -> Result<Mapped<'s>, Errno> {
+        Err(Errno::EIO)
+    }
+
+    fn flush(&self) -> Option<Result<(), Errno>> {
+        Some(Err(Errno::EIO))
+    }
+
+    fn status(&self, _kind: StatusType, _out: &mut String) {}
+}

@@ -1,0 +1,19 @@
+//! The target types udm ships, and the registry that holds them all.
+
+use udm_core::Registry;
+
+pub mod error;
+pub mod linear;
+pub mod striped;
+pub mod zero;
+
+/// A registry with every target type, registered in the kernel's order so that
+/// `targets` lists them as the kernel does (newest first).
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(error::TYPE);
+    r.register(linear::TYPE);
+    r.register(striped::TYPE);
+    r.register(zero::TYPE);
+    r
+}

@@ -1,0 +1,56 @@
+//! `linear <dev> <offset>`: maps the target onto a contiguous range of one device.
+//! INFO is empty; TABLE is `<dev> <offset>`.
+
+use std::sync::Arc;
+
+use udm_core::{
+    Bio, BlockDev, Errno, ExtentKind, Mapped, StatusType, TableError, Target, TargetCtx, TargetType,
+};
+
+pub const TYPE: TargetType = TargetType {
+    name: "linear",
+    version: [1, 4, 0],
+    ctr,
+};
+
+pub struct Linear {
+    dev: Arc<dyn BlockDev>,
+    offset: u64,
+}
+
+fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableError> {
+    ctx.expect_args(args, 2)?;
+    let offset = ctx.u64_arg(args, 1, "offset")?;
+    let dev = ctx.device(args, 0, offset, ctx.len)?;
+    Ok(Box::new(Linear { dev, offset }))
+}
+
+impl Target for Linear {
+    #[inline]
+    fn map<'s>(&'s self, bio: &mut Bio<'_>) -> Result<Mapped<'s>, Errno> {
+        Ok(Mapped::Remap {
+            dev: &*self.dev,
+            sector: self.offset + bio.sector,
+        })
+    }
+
+    fn status(&self, kind: StatusType, out: &mut String) {
+        if kind == StatusType::Table {
+            out.push_str(&format!("{} {}", self.dev.display_name(), self.offset));
+        }
+    }
+
+    fn devices(&self) -> Vec<Arc<dyn BlockDev>> {
+        vec![self.dev.clone()]
+    }
+
+    fn extent(&self, offset: u64, len: u64) -> (ExtentKind, u64) {
+        let (hole, bytes) = self.dev.extent((self.offset + offset) << 9, len << 9);
+        let kind = if hole {
+            ExtentKind::Hole
+        } else {
+            ExtentKind::Data
+        };
+        (kind, (bytes >> 9).clamp(1, len))
+    }
+}

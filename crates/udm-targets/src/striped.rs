@@ -1,0 +1,167 @@
+//! `striped <#stripes> <chunk> [<dev> <offset>]...`: chunks dealt round-robin over
+//! the stripes. I/O is split at chunk boundaries. INFO is
+//! `<#stripes> <dev>... 1 <A|D per stripe>`; a stripe that returned an I/O error
+//! shows `D` (and raises no more than the kernel's 15 events, which udm does not
+//! need: the flag is sticky).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use udm_core::{
+    Bio, BlockDev, Errno, ExtentKind, Mapped, StatusType, TableError, Target, TargetCtx, TargetType,
+};
+
+pub const TYPE: TargetType = TargetType {
+    name: "striped",
+    version: [1, 6, 0],
+    ctr,
+};
+
+struct Stripe {
+    dev: Arc<dyn BlockDev>,
+    offset: u64,
+    failed: AtomicBool,
+}
+
+pub struct Striped {
+    stripes: Vec<Stripe>,
+    chunk: u64,
+    /// log2(chunk) when the chunk is a power of two, for shift-and-mask arithmetic.
+    chunk_shift: Option<u32>,
+}
+
+fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableError> {
+    if args.len() < 2 {
+        return Err(
+            ctx.err("not enough arguments: need <#stripes> <chunk_size> [<dev> <offset>]...")
+        );
+    }
+    let n = ctx.u64_arg(args, 0, "#stripes")?;
+    if n == 0 || n > u32::MAX as u64 {
+        return Err(ctx.arg_err(1, "#stripes", "invalid stripe count"));
+    }
+    let chunk = ctx.u64_arg(args, 1, "chunk_size")?;
+    if chunk == 0 {
+        return Err(ctx.arg_err(2, "chunk_size", "invalid chunk size"));
+    }
+    if ctx.len % n != 0 {
+        return Err(ctx.err(format!(
+            "target length {} is not divisible by the number of stripes {n}",
+            ctx.len
+        )));
+    }
+    let width = ctx.len / n;
+    if width % chunk != 0 {
+        return Err(ctx.err(format!(
+            "target length {} is not divisible by chunk size {chunk} (per-stripe width {width})",
+            ctx.len
+        )));
+    }
+    let want = 2 + 2 * n as usize;
+    if args.len() != want {
+        return Err(ctx.err(format!(
+            "expected {want} arguments for {n} stripes ({} given): not enough destinations specified",
+            args.len()
+        )));
+    }
+    let mut stripes = Vec::with_capacity(n as usize);
+    for i in 0..n as usize {
+        let offset = ctx.u64_arg(args, 3 + 2 * i, "offset")?;
+        let dev = ctx.device(args, 2 + 2 * i, offset, width)?;
+        stripes.push(Stripe {
+            dev,
+            offset,
+            failed: AtomicBool::new(false),
+        });
+    }
+    let chunk_shift = chunk.is_power_of_two().then(|| chunk.trailing_zeros());
+    Ok(Box::new(Striped {
+        stripes,
+        chunk,
+        chunk_shift,
+    }))
+}
+
+impl Striped {
+    /// (stripe index, sector on that stripe's device) of target offset `o`.
+    #[inline]
+    fn locate(&self, o: u64) -> (usize, u64) {
+        let n = self.stripes.len() as u64;
+        let (chunk_no, within) = match self.chunk_shift {
+            Some(s) => (o >> s, o & (self.chunk - 1)),
+            None => (o / self.chunk, o % self.chunk),
+        };
+        let stripe = (chunk_no % n) as usize;
+        let dev_chunk = chunk_no / n;
+        (
+            stripe,
+            dev_chunk * self.chunk + within + self.stripes[stripe].offset,
+        )
+    }
+}
+
+impl Target for Striped {
+    #[inline]
+    fn max_io_len(&self, offset: u64) -> u64 {
+        self.chunk - offset % self.chunk
+    }
+
+    #[inline]
+    fn map<'s>(&'s self, bio: &mut Bio<'_>) -> Result<Mapped<'s>, Errno> {
+        let (i, sector) = self.locate(bio.sector);
+        Ok(Mapped::Remap {
+            dev: &*self.stripes[i].dev,
+            sector,
+        })
+    }
+
+    fn end_io(&self, offset: u64, err: Errno) {
+        if err == Errno::EIO {
+            let (i, _) = self.locate(offset);
+            self.stripes[i].failed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn status(&self, kind: StatusType, out: &mut String) {
+        let n = self.stripes.len();
+        match kind {
+            StatusType::Info => {
+                out.push_str(&n.to_string());
+                for s in &self.stripes {
+                    out.push(' ');
+                    out.push_str(&s.dev.display_name());
+                }
+                out.push_str(" 1 ");
+                for s in &self.stripes {
+                    out.push(if s.failed.load(Ordering::Relaxed) {
+                        'D'
+                    } else {
+                        'A'
+                    });
+                }
+            }
+            StatusType::Table => {
+                out.push_str(&format!("{n} {}", self.chunk));
+                for s in &self.stripes {
+                    out.push_str(&format!(" {} {}", s.dev.display_name(), s.offset));
+                }
+            }
+        }
+    }
+
+    fn devices(&self) -> Vec<Arc<dyn BlockDev>> {
+        self.stripes.iter().map(|s| s.dev.clone()).collect()
+    }
+
+    fn extent(&self, offset: u64, len: u64) -> (ExtentKind, u64) {
+        let (i, sector) = self.locate(offset);
+        let n = len.min(self.max_io_len(offset));
+        let (hole, bytes) = self.stripes[i].dev.extent(sector << 9, n << 9);
+        let kind = if hole {
+            ExtentKind::Hole
+        } else {
+            ExtentKind::Data
+        };
+        (kind, (bytes >> 9).clamp(1, n))
+    }
+}

@@ -1,0 +1,40 @@
+//! `zero`: reads return zeros, writes and discards are dropped. Write-zeroes is
+//! accepted too (the block layer would emulate it with writes, which are dropped).
+
+use udm_core::{
+    Bio, BioData, Errno, ExtentKind, Mapped, StatusType, TableError, Target, TargetCtx, TargetType,
+};
+
+pub const TYPE: TargetType = TargetType {
+    name: "zero",
+    version: [1, 2, 0],
+    ctr,
+};
+
+pub struct Zero;
+
+fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableError> {
+    if !args.is_empty() {
+        return Err(ctx.err("no arguments required"));
+    }
+    Ok(Box::new(Zero))
+}
+
+impl Target for Zero {
+    fn map<'s>(&'s self, bio: &mut Bio<'_>) -> Result<Mapped<'s>, Errno> {
+        if let BioData::Read(buf) = &mut bio.data {
+            buf.fill(0);
+        }
+        Ok(Mapped::Done)
+    }
+
+    fn flush(&self) -> Option<Result<(), Errno>> {
+        Some(Ok(()))
+    }
+
+    fn status(&self, _kind: StatusType, _out: &mut String) {}
+
+    fn extent(&self, _offset: u64, len: u64) -> (ExtentKind, u64) {
+        (ExtentKind::Hole, len)
+    }
+}
