@@ -1,0 +1,542 @@
+//! The dm-ioctl dispatcher: one decoded request buffer in, one reply frame out,
+//! with the kernel's validation order, flags, BUFFER_FULL behaviour and errno
+//! values (see reference/kernel-dm-facts.md §1). No I/O here.
+
+use udm_core::engine::StatusLine;
+use udm_core::{
+    DevNumber, DevRef, DeviceInfo, DmError, Engine, Errno, RenameTo, StatusType, TargetSpec,
+};
+use udm_ioctl::{flags, Command, DmIoctl, ReplyFrame, HEADER_MIN, HEADER_SIZE, VERSION};
+
+/// Per-connection state (what the kernel keeps per open control fd).
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// Global event counter recorded by DEV_ARM_POLL.
+    pub armed_event: Option<u64>,
+}
+
+struct Failure {
+    errno: i32,
+    detail: String,
+}
+
+impl From<DmError> for Failure {
+    fn from(e: DmError) -> Self {
+        Failure {
+            errno: e.errno().0,
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl From<udm_ioctl::DecodeError> for Failure {
+    fn from(e: udm_ioctl::DecodeError) -> Self {
+        Failure {
+            errno: e.errno(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+fn fail(errno: i32, detail: impl Into<String>) -> Failure {
+    Failure {
+        errno,
+        detail: detail.into(),
+    }
+}
+
+/// What a handler produced: the header to send back and an optional payload.
+/// `header_only` replies copy back just the first 305 bytes (data_size = 305).
+struct Out {
+    header: DmIoctl,
+    payload: Option<Vec<u8>>,
+}
+
+/// Handle one request. Never panics on any input.
+pub fn handle(engine: &Engine, ioctl: u32, buf: &[u8], conn: &mut ConnState) -> ReplyFrame {
+    let cmd = match Command::from_ioctl_number(ioctl) {
+        Ok(c) => c,
+        Err(e) => {
+            return ReplyFrame {
+                errno: e.errno(),
+                buffer: Vec::new(),
+                detail: e.to_string(),
+            }
+        }
+    };
+    let mut header = match DmIoctl::decode(buf) {
+        Ok(h) => h,
+        Err(e) => {
+            return ReplyFrame {
+                errno: libc::EINVAL,
+                buffer: Vec::new(),
+                detail: e.to_string(),
+            }
+        }
+    };
+    let client_version = header.version;
+    header.version = VERSION;
+    let version_only = |errno: i32, detail: String| {
+        let mut h = DmIoctl::new();
+        h.version = VERSION;
+        ReplyFrame {
+            errno,
+            buffer: encode_prefix(&h, HEADER_MIN),
+            detail,
+        }
+    };
+    if client_version[0] != VERSION[0] || client_version[1] > VERSION[1] {
+        return version_only(
+            libc::EINVAL,
+            format!(
+                "ioctl interface mismatch: client {}.{}.{}, udm {}.{}.{}",
+                client_version[0],
+                client_version[1],
+                client_version[2],
+                VERSION[0],
+                VERSION[1],
+                VERSION[2]
+            ),
+        );
+    }
+    if cmd == Command::Version {
+        return version_only(0, String::new());
+    }
+    let size = header.data_size as usize;
+    if size < HEADER_MIN || size > buf.len() || size > udm_ioctl::MAX_DATA_SIZE {
+        return version_only(
+            libc::EINVAL,
+            format!(
+                "invalid data_size {size} for a buffer of {} bytes",
+                buf.len()
+            ),
+        );
+    }
+    let payload: &[u8] = if cmd.no_params() {
+        &[]
+    } else {
+        let start = header.data_start as usize;
+        if start < size {
+            &buf[start..size]
+        } else {
+            &[]
+        }
+    };
+    header.flags &= !flags::CLEARED_ON_ENTRY;
+    let global = matches!(
+        cmd,
+        Command::RemoveAll | Command::ListDevices | Command::ListVersions
+    );
+    if !global {
+        if cmd == Command::DevCreate && header.name.is_empty() {
+            return version_only(libc::EINVAL, "device name is empty".into());
+        }
+        if cmd != Command::DevCreate && !header.name.is_empty() && !header.uuid.is_empty() {
+            return version_only(libc::EINVAL, "both a name and a uuid were given".into());
+        }
+    }
+    let capacity = size.saturating_sub(HEADER_SIZE);
+    match dispatch(engine, cmd, header, payload, capacity, buf, conn) {
+        Ok(out) => {
+            let buffer = match out.payload {
+                Some(p) => match udm_ioctl::reply_buffer(&out.header, &p) {
+                    Ok(b) => b,
+                    Err(e) => return version_only(e.errno(), e.to_string()),
+                },
+                None => {
+                    let mut h = out.header;
+                    h.data_size = HEADER_MIN as u32;
+                    encode_prefix(&h, HEADER_MIN)
+                }
+            };
+            ReplyFrame {
+                errno: 0,
+                buffer,
+                detail: String::new(),
+            }
+        }
+        Err(f) => version_only(f.errno, f.detail),
+    }
+}
+
+fn encode_prefix(h: &DmIoctl, n: usize) -> Vec<u8> {
+    match h.encode() {
+        Ok(b) => b[..n].to_vec(),
+        Err(_) => {
+            let mut h2 = DmIoctl::new();
+            h2.data_size = n as u32;
+            h2.encode().map(|b| b[..n].to_vec()).unwrap_or_default()
+        }
+    }
+}
+
+/// The device a request names (uuid, else name, else dev), with the kernel's
+/// ENXIO for conflicting identifiers.
+fn dev_ref(h: &DmIoctl) -> Result<DevRef, Failure> {
+    if !h.uuid.is_empty() {
+        if !h.name.is_empty() || h.dev != 0 {
+            return Err(fail(
+                libc::ENXIO,
+                "a uuid was given together with a name or device number",
+            ));
+        }
+        return Ok(DevRef::Uuid(h.uuid.clone()));
+    }
+    if !h.name.is_empty() {
+        if h.dev != 0 {
+            return Err(fail(
+                libc::ENXIO,
+                "a name was given together with a device number",
+            ));
+        }
+        return Ok(DevRef::Name(h.name.clone()));
+    }
+    if h.dev != 0 {
+        return Ok(DevRef::Number(DevNumber::decode(h.dev)));
+    }
+    Err(fail(libc::ENXIO, "no device named"))
+}
+
+/// `__dev_status`: fill the header from a device's info.
+fn dev_status(h: &mut DmIoctl, info: &DeviceInfo) {
+    h.flags &= !(flags::SUSPEND
+        | flags::READONLY
+        | flags::ACTIVE_PRESENT
+        | flags::INACTIVE_PRESENT
+        | flags::INTERNAL_SUSPEND
+        | flags::DEFERRED_REMOVE);
+    if info.suspended {
+        h.flags |= flags::SUSPEND;
+    }
+    if info.read_only {
+        h.flags |= flags::READONLY;
+    }
+    if info.live_present {
+        h.flags |= flags::ACTIVE_PRESENT;
+    }
+    if info.inactive_present {
+        h.flags |= flags::INACTIVE_PRESENT;
+    }
+    if info.deferred_remove {
+        h.flags |= flags::DEFERRED_REMOVE;
+    }
+    h.dev = info.dev.encode();
+    h.open_count = info.open_count;
+    h.event_nr = info.event_nr;
+    h.target_count = info.target_count;
+    h.name = info.name.clone();
+    h.uuid = info.uuid.clone();
+}
+
+fn status_payload(lines: &[StatusLine], capacity: usize, h: &mut DmIoctl) -> Vec<u8> {
+    let specs: Vec<udm_ioctl::TargetSpec> = lines
+        .iter()
+        .map(|l| udm_ioctl::TargetSpec {
+            sector_start: l.start,
+            length: l.len,
+            status: 0,
+            target_type: l.target_type.clone(),
+            params: l.text.clone(),
+        })
+        .collect();
+    let (payload, full) = udm_ioctl::encode_table_status(&specs, capacity);
+    if full {
+        h.flags |= flags::BUFFER_FULL;
+    }
+    h.target_count = lines.len() as u32;
+    payload
+}
+
+fn dispatch(
+    engine: &Engine,
+    cmd: Command,
+    mut h: DmIoctl,
+    payload: &[u8],
+    capacity: usize,
+    whole: &[u8],
+    conn: &mut ConnState,
+) -> Result<Out, Failure> {
+    let query_inactive = h.flags & flags::QUERY_INACTIVE_TABLE != 0;
+    let noflush = h.flags & flags::NOFLUSH != 0;
+    match cmd {
+        Command::Version => Ok(Out {
+            header: h,
+            payload: None,
+        }),
+        Command::RemoveAll => {
+            engine.remove_all(h.flags & flags::DEFERRED_REMOVE != 0);
+            Ok(Out {
+                header: h,
+                payload: None,
+            })
+        }
+        Command::ListDevices => {
+            let with_uuid = h.flags & flags::UUID != 0;
+            let entries: Vec<udm_ioctl::NameListEntry> = engine
+                .list()
+                .iter()
+                .map(|d| udm_ioctl::NameListEntry {
+                    dev: d.dev_number().encode(),
+                    name: d.name(),
+                    event_nr: d.event_nr(),
+                    uuid: Some(d.uuid()).filter(|u| with_uuid && !u.is_empty()),
+                })
+                .collect();
+            match udm_ioctl::encode_name_list(&entries, with_uuid, capacity) {
+                Some(p) => Ok(Out {
+                    header: h,
+                    payload: Some(p),
+                }),
+                None => {
+                    h.flags |= flags::BUFFER_FULL;
+                    Ok(Out {
+                        header: h,
+                        payload: Some(Vec::new()),
+                    })
+                }
+            }
+        }
+        Command::DevCreate => {
+            let minor = if h.flags & flags::PERSISTENT_DEV != 0 {
+                Some(DevNumber::decode(h.dev).minor)
+            } else {
+                None
+            };
+            let uuid = Some(h.uuid.as_str()).filter(|u| !u.is_empty());
+            let info = engine.create(&h.name, uuid, minor)?;
+            dev_status(&mut h, &info);
+            Ok(Out {
+                header: h,
+                payload: None,
+            })
+        }
+        Command::DevRemove => {
+            let r = dev_ref(&h)?;
+            match engine.remove(&r, h.flags & flags::DEFERRED_REMOVE != 0)? {
+                Some(info) => dev_status(&mut h, &info),
+                None => {
+                    h.flags &= !flags::DEFERRED_REMOVE;
+                    h.flags |= flags::UEVENT_GENERATED;
+                }
+            }
+            Ok(Out {
+                header: h,
+                payload: None,
+            })
+        }
+        Command::DevRename => {
+            if h.name.is_empty() {
+                return Err(fail(libc::EINVAL, "rename needs the old device's name"));
+            }
+            if (h.data_start as usize) < HEADER_MIN {
+                return Err(fail(libc::EINVAL, "invalid data_start for rename"));
+            }
+            let new = udm_ioctl::decode_string(payload)
+                .map_err(|e| fail(libc::EINVAL, format!("invalid new name: {e}")))?;
+            if new.is_empty() {
+                return Err(fail(libc::EINVAL, "new name is empty"));
+            }
+            let to = if h.flags & flags::UUID != 0 {
+                RenameTo::Uuid(new)
+            } else {
+                RenameTo::Name(new)
+            };
+            let info = engine.rename(&h.name, &to)?;
+            dev_status(&mut h, &info);
+            h.flags |= flags::UEVENT_GENERATED;
+            Ok(Out {
+                header: h,
+                payload: None,
+            })
+        }
+        Command::DevSuspend => {
+            let r = dev_ref(&h)?;
+            let info = if h.flags & flags::SUSPEND != 0 {
+                engine.suspend(&r, noflush)?
+            } else {
+                let info = engine.resume(&r, noflush)?;
+                h.flags |= flags::UEVENT_GENERATED;
+                info
+            };
+            dev_status(&mut h, &info);
+            Ok(Out {
+                header: h,
+                payload: None,
+            })
+        }
+        Command::DevStatus => {
+            let info = engine.info(&dev_ref(&h)?, query_inactive)?;
+            dev_status(&mut h, &info);
+            Ok(Out {
+                header: h,
+                payload: None,
+            })
+        }
+        Command::DevWait => {
+            let r = dev_ref(&h)?;
+            engine.wait(&r, h.event_nr, None)?;
+            table_status(engine, &r, h, capacity, query_inactive)
+        }
+        Command::TableLoad => {
+            let r = dev_ref(&h)?;
+            let (_, specs) = udm_ioctl::decode_table_load_request(whole)?;
+            let specs: Vec<TargetSpec> = specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| TargetSpec {
+                    start: s.sector_start,
+                    len: s.length,
+                    target_type: s.target_type,
+                    params: s.params,
+                    line: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                })
+                .collect();
+            let info = engine.load(&r, &specs, h.flags & flags::READONLY != 0)?;
+            dev_status(&mut h, &info);
+            Ok(Out {
+                header: h,
+                payload: None,
+            })
+        }
+        Command::TableClear => {
+            let info = engine.clear(&dev_ref(&h)?)?;
+            dev_status(&mut h, &info);
+            Ok(Out {
+                header: h,
+                payload: None,
+            })
+        }
+        Command::TableDeps => {
+            let (info, devs) = engine.deps(&dev_ref(&h)?, query_inactive)?;
+            dev_status(&mut h, &info);
+            let enc: Vec<u64> = devs.iter().map(|d| d.encode()).collect();
+            match udm_ioctl::encode_deps(&enc, capacity) {
+                Some(p) => Ok(Out {
+                    header: h,
+                    payload: Some(p),
+                }),
+                None => {
+                    h.flags |= flags::BUFFER_FULL;
+                    Ok(Out {
+                        header: h,
+                        payload: Some(Vec::new()),
+                    })
+                }
+            }
+        }
+        Command::TableStatus => {
+            let r = dev_ref(&h)?;
+            table_status(engine, &r, h, capacity, query_inactive)
+        }
+        Command::ListVersions => {
+            let v: Vec<udm_ioctl::TargetVersion> = engine
+                .target_versions()
+                .into_iter()
+                .map(|(name, version)| udm_ioctl::TargetVersion { name, version })
+                .collect();
+            versions_out(h, &v, capacity)
+        }
+        Command::GetTargetVersion => {
+            let version = engine.target_version(&h.name)?;
+            let v = [udm_ioctl::TargetVersion {
+                name: h.name.clone(),
+                version,
+            }];
+            versions_out(h, &v, capacity)
+        }
+        Command::TargetMsg => {
+            let r = dev_ref(&h)?;
+            if (h.data_start as usize) < HEADER_MIN {
+                return Err(fail(libc::EINVAL, "invalid data_start for a message"));
+            }
+            let (sector, msg) = udm_ioctl::decode_target_msg(payload)?;
+            let reply = engine.message(&r, sector, &msg)?;
+            dev_status(&mut h, &reply.info);
+            match reply.reply {
+                Some(text) => {
+                    let p = udm_ioctl::encode_string(&text);
+                    if p.len() >= capacity {
+                        h.flags |= flags::BUFFER_FULL;
+                        Ok(Out {
+                            header: h,
+                            payload: Some(Vec::new()),
+                        })
+                    } else {
+                        h.flags |= flags::DATA_OUT;
+                        Ok(Out {
+                            header: h,
+                            payload: Some(p),
+                        })
+                    }
+                }
+                None => Ok(Out {
+                    header: h,
+                    payload: None,
+                }),
+            }
+        }
+        Command::DevSetGeometry => {
+            let r = dev_ref(&h)?;
+            let text = udm_ioctl::decode_string(payload)
+                .map_err(|e| fail(libc::EINVAL, format!("invalid geometry string: {e}")))?;
+            engine.set_geometry(&r, &text)?;
+            Ok(Out {
+                header: h,
+                payload: None,
+            })
+        }
+        Command::DevArmPoll => {
+            conn.armed_event = Some(engine.global_event_nr());
+            Ok(Out {
+                header: h,
+                payload: None,
+            })
+        }
+    }
+}
+
+fn table_status(
+    engine: &Engine,
+    r: &DevRef,
+    mut h: DmIoctl,
+    capacity: usize,
+    inactive: bool,
+) -> Result<Out, Failure> {
+    let kind = if h.flags & flags::STATUS_TABLE != 0 {
+        StatusType::Table
+    } else {
+        StatusType::Info
+    };
+    let (info, lines) = engine.status(r, inactive, kind)?;
+    dev_status(&mut h, &info);
+    let p = status_payload(&lines, capacity, &mut h);
+    Ok(Out {
+        header: h,
+        payload: Some(p),
+    })
+}
+
+fn versions_out(
+    mut h: DmIoctl,
+    v: &[udm_ioctl::TargetVersion],
+    capacity: usize,
+) -> Result<Out, Failure> {
+    match udm_ioctl::encode_versions(v, capacity) {
+        Some(p) => Ok(Out {
+            header: h,
+            payload: Some(p),
+        }),
+        None => {
+            h.flags |= flags::BUFFER_FULL;
+            Ok(Out {
+                header: h,
+                payload: Some(Vec::new()),
+            })
+        }
+    }
+}
+
+/// Map an engine errno for logs.
+pub fn errno_name(e: Errno) -> String {
+    e.to_string()
+}

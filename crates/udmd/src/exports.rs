@@ -1,0 +1,348 @@
+//! Glue between the engine and the exports: every device is an NBD export (named
+//! after the device) and a file in the FUSE mapper directory. Byte-granular
+//! requests are turned into sector I/O here.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use udm_core::engine::EngineEvent;
+use udm_core::{DevNumber, DevRef, Device, Engine, Errno, ExtentKind, OpenHandle, SECTOR_SIZE};
+
+const SECTOR: u64 = SECTOR_SIZE;
+
+/// Sector I/O at byte granularity on one device.
+#[derive(Clone)]
+pub struct ByteDevice {
+    dev: Arc<Device>,
+}
+
+impl ByteDevice {
+    pub fn new(dev: Arc<Device>) -> Self {
+        ByteDevice { dev }
+    }
+
+    pub fn device(&self) -> &Arc<Device> {
+        &self.dev
+    }
+
+    pub fn size(&self) -> u64 {
+        self.dev.size_sectors() * SECTOR
+    }
+
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        if offset % SECTOR == 0 && buf.len() as u64 % SECTOR == 0 {
+            self.dev.read(offset / SECTOR, buf)
+        } else {
+            self.dev.read_bytes(offset, buf)
+        }
+    }
+
+    pub fn write(&self, offset: u64, buf: &[u8], fua: bool) -> Result<(), Errno> {
+        if offset % SECTOR == 0 && buf.len() as u64 % SECTOR == 0 {
+            self.dev.write(offset / SECTOR, buf, fua)
+        } else {
+            self.dev.write_bytes(offset, buf, fua)
+        }
+    }
+
+    /// Whole sectors inside `[offset, offset+len)`: (first sector, count).
+    fn inner_sectors(offset: u64, len: u64) -> (u64, u64) {
+        let first = offset.div_ceil(SECTOR);
+        let end = (offset + len) / SECTOR;
+        (first, end.saturating_sub(first))
+    }
+
+    /// Discard is advisory: partial sectors at the edges are left alone.
+    pub fn discard(&self, offset: u64, len: u64, fua: bool) -> Result<(), Errno> {
+        let (s, n) = Self::inner_sectors(offset, len);
+        if n > 0 {
+            self.dev.discard(s, n)?;
+        }
+        if fua {
+            self.dev.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Zero a byte range: whole sectors with write-zeroes, the edges with writes.
+    pub fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        may_unmap: bool,
+        fua: bool,
+    ) -> Result<(), Errno> {
+        let (s, n) = Self::inner_sectors(offset, len);
+        if n == 0 {
+            return self.dev.write_bytes(offset, &vec![0u8; len as usize], fua);
+        }
+        let head = s * SECTOR - offset;
+        if head > 0 {
+            self.dev
+                .write_bytes(offset, &vec![0u8; head as usize], fua)?;
+        }
+        self.dev.write_zeroes(s, n, may_unmap, fua)?;
+        let tail_start = (s + n) * SECTOR;
+        let tail = offset + len - tail_start;
+        if tail > 0 {
+            self.dev
+                .write_bytes(tail_start, &vec![0u8; tail as usize], fua)?;
+        }
+        Ok(())
+    }
+
+    /// (bytes, hole, zero) runs from `offset`, covering at least one byte.
+    pub fn extents(&self, offset: u64, len: u64) -> Result<Vec<(u64, bool, bool)>, Errno> {
+        let first = offset / SECTOR;
+        let last = (offset + len).div_ceil(SECTOR);
+        let runs = self.dev.extents(first, last - first)?;
+        let mut out = Vec::with_capacity(runs.len());
+        let mut pos = first * SECTOR;
+        for (kind, sectors) in runs {
+            let start = pos.max(offset);
+            pos += sectors * SECTOR;
+            let end = pos.min(offset + len);
+            if end > start {
+                let (hole, zero) = match kind {
+                    ExtentKind::Data => (false, false),
+                    ExtentKind::Zero => (false, true),
+                    ExtentKind::Hole => (true, true),
+                };
+                out.push((end - start, hole, zero));
+            }
+        }
+        if out.is_empty() {
+            out.push((len, false, false));
+        }
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------- NBD
+
+struct NbdExport {
+    bytes: ByteDevice,
+    size: u64,
+}
+
+fn nbd_err(e: Errno) -> udm_nbd::Errno {
+    udm_nbd::Errno(if e == Errno::EROFS { libc::EPERM } else { e.0 })
+}
+
+impl udm_nbd::Export for NbdExport {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_only(&self) -> bool {
+        self.bytes.dev.read_only()
+    }
+    fn can_multi_conn(&self) -> bool {
+        // Every connection reaches the same device and a flush is device-wide.
+        true
+    }
+    fn block_size(&self) -> udm_nbd::BlockSize {
+        udm_nbd::BlockSize {
+            min: 512,
+            preferred: 4096,
+            max: 32 << 20,
+        }
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), udm_nbd::Errno> {
+        self.bytes.read(offset, buf).map_err(nbd_err)
+    }
+    fn write(&self, offset: u64, buf: &[u8], fua: bool) -> Result<(), udm_nbd::Errno> {
+        self.bytes.write(offset, buf, fua).map_err(nbd_err)
+    }
+    fn flush(&self) -> Result<(), udm_nbd::Errno> {
+        self.bytes.dev.flush().map_err(nbd_err)
+    }
+    fn trim(&self, offset: u64, len: u64, fua: bool) -> Result<(), udm_nbd::Errno> {
+        self.bytes.discard(offset, len, fua).map_err(nbd_err)
+    }
+    fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        may_trim: bool,
+        _fast_only: bool,
+        fua: bool,
+    ) -> Result<(), udm_nbd::Errno> {
+        // Zeroing is never slower than writing zeros here: files use fallocate,
+        // block devices BLKZEROOUT, and zero/error targets complete at once.
+        self.bytes
+            .write_zeroes(offset, len, may_trim, fua)
+            .map_err(nbd_err)
+    }
+    fn cache(&self, _offset: u64, _len: u64) -> Result<(), udm_nbd::Errno> {
+        Ok(())
+    }
+    fn extents(
+        &self,
+        offset: u64,
+        len: u64,
+        out: &mut Vec<udm_nbd::Extent>,
+    ) -> Result<(), udm_nbd::Errno> {
+        for (length, hole, zero) in self.bytes.extents(offset, len).map_err(nbd_err)? {
+            out.push(udm_nbd::Extent { length, hole, zero });
+        }
+        Ok(())
+    }
+}
+
+/// Every udm device, by name, as an NBD export.
+pub struct NbdBackend {
+    engine: Engine,
+}
+
+impl NbdBackend {
+    pub fn new(engine: Engine) -> Self {
+        NbdBackend { engine }
+    }
+}
+
+impl udm_nbd::Backend for NbdBackend {
+    fn list(&self) -> Vec<(String, String)> {
+        self.engine
+            .list()
+            .iter()
+            .filter(|d| d.size_sectors() > 0)
+            .map(|d| {
+                let desc = format!(
+                    "udm device {} ({} sectors)",
+                    d.dev_number(),
+                    d.size_sectors()
+                );
+                (d.name(), desc)
+            })
+            .collect()
+    }
+
+    fn open(&self, name: &str) -> Option<Arc<dyn udm_nbd::Export>> {
+        let dev = self.engine.device(&DevRef::name(name)).ok()?;
+        let bytes = ByteDevice::new(dev);
+        let size = bytes.size();
+        if size == 0 {
+            return None;
+        }
+        Some(Arc::new(NbdExport { bytes, size }))
+    }
+}
+
+/// Start an NBD server over the engine; removed devices close their connections.
+pub fn start_nbd(engine: &Engine) -> udm_nbd::Server {
+    let server = udm_nbd::Server::new(
+        Arc::new(NbdBackend::new(engine.clone())),
+        udm_nbd::ServerConfig::default(),
+    );
+    let s2 = server.clone();
+    engine.subscribe(move |ev| match ev {
+        EngineEvent::Removed { name, .. } | EngineEvent::Renamed { old: name, .. } => {
+            s2.close_export(name)
+        }
+        EngineEvent::Created { .. } => {}
+    });
+    server
+}
+
+// ---------------------------------------------------------------------------- FUSE
+
+struct FuseFile {
+    bytes: ByteDevice,
+    opens: Mutex<Vec<OpenHandle>>,
+}
+
+impl udm_fuse::MappedFile for FuseFile {
+    fn size(&self) -> u64 {
+        self.bytes.size()
+    }
+    fn read_only(&self) -> bool {
+        self.bytes.dev.read_only()
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), i32> {
+        self.bytes.read(offset, buf).map_err(|e| e.0)
+    }
+    fn write(&self, offset: u64, buf: &[u8]) -> Result<(), i32> {
+        self.bytes.write(offset, buf, false).map_err(|e| e.0)
+    }
+    fn flush(&self) -> Result<(), i32> {
+        self.bytes.dev.flush().map_err(|e| e.0)
+    }
+    fn discard(&self, offset: u64, len: u64) -> Result<(), i32> {
+        // A punched hole must read back as zeros, which a discard does not promise.
+        self.bytes
+            .write_zeroes(offset, len, true, false)
+            .map_err(|e| e.0)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), i32> {
+        self.bytes
+            .write_zeroes(offset, len, false, false)
+            .map_err(|e| e.0)
+    }
+    fn discard_zeroes(&self) -> bool {
+        true
+    }
+    fn seek(&self, offset: u64, kind: udm_fuse::SeekKind) -> Result<u64, i32> {
+        let size = self.bytes.size();
+        if offset >= size {
+            return Err(libc::ENXIO);
+        }
+        let runs = self.bytes.extents(offset, size - offset).map_err(|e| e.0)?;
+        let mut pos = offset;
+        for (len, hole, _) in runs {
+            let want = match kind {
+                udm_fuse::SeekKind::Data => !hole,
+                udm_fuse::SeekKind::Hole => hole,
+            };
+            if want {
+                return Ok(pos);
+            }
+            pos += len;
+        }
+        match kind {
+            udm_fuse::SeekKind::Data => Err(libc::ENXIO),
+            udm_fuse::SeekKind::Hole => Ok(size),
+        }
+    }
+    fn opened(&self) {
+        if let Ok(h) = self.bytes.dev.open() {
+            self.opens.lock().push(h);
+        }
+    }
+    fn released(&self) {
+        self.opens.lock().pop();
+    }
+}
+
+/// Every udm device as a file of the mapper directory; the inode id is the minor.
+pub struct FuseSource {
+    engine: Engine,
+}
+
+impl FuseSource {
+    pub fn new(engine: Engine) -> Self {
+        FuseSource { engine }
+    }
+}
+
+impl udm_fuse::MapperSource for FuseSource {
+    fn list(&self) -> Vec<(u64, String)> {
+        self.engine
+            .list()
+            .iter()
+            .map(|d| (d.id(), d.name()))
+            .collect()
+    }
+
+    fn open(&self, id: u64) -> Option<Arc<dyn udm_fuse::MappedFile>> {
+        let minor = u32::try_from(id).ok()?;
+        let major = self.engine.config().major;
+        let dev = self
+            .engine
+            .device(&DevRef::Number(DevNumber::new(major, minor)))
+            .ok()?;
+        Some(Arc::new(FuseFile {
+            bytes: ByteDevice::new(dev),
+            opens: Mutex::new(Vec::new()),
+        }))
+    }
+}

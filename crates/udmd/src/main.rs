@@ -1,0 +1,190 @@
+//! udmd: the udm daemon. Serves the device-mapper control socket and exports
+//! every device over NBD and in a FUSE mapper directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Parser;
+use udm_core::{Engine, EngineConfig};
+use udmd::exports;
+use udmd::server::ControlServer;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "udmd",
+    version,
+    about = "udm: the Linux device-mapper in user space"
+)]
+struct Args {
+    /// Control socket path [default: $UDM_SOCKET, $XDG_RUNTIME_DIR/udm/control or /tmp/udm-$UID/control]
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Serve NBD on `unix:PATH`, `tcp:PORT` (loopback), or `tcp:HOST:PORT`; repeatable.
+    #[arg(long = "nbd", value_name = "ADDR")]
+    nbd: Vec<String>,
+    /// Mount a FUSE directory where each device is a file.
+    #[arg(long, value_name = "DIR")]
+    mapper_dir: Option<PathBuf>,
+    /// Run the demo stack on files under DIR (socket, NBD and mapper dir go there too unless given).
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "udm-demo")]
+    demo: Option<PathBuf>,
+    /// Major number reported for udm devices.
+    #[arg(long, default_value_t = 253)]
+    major: u32,
+    /// Open underlying files and block devices with O_DIRECT.
+    #[arg(long)]
+    direct_io: bool,
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `udm_core=debug`.
+    #[arg(long, env = "UDM_LOG", default_value = "info")]
+    log: String,
+}
+
+pub fn default_socket_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("UDM_SOCKET").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
+        return Path::new(&d).join("udm/control");
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    PathBuf::from(format!("/tmp/udm-{uid}/control"))
+}
+
+/// Block the termination signals in every thread; the main thread waits for them.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local, zero-initialised set; pthread_sigmask
+    // on the calling thread before any other thread exists.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is a valid, initialised signal set and `sig` a valid out-pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let sigs = block_signals();
+
+    let demo_dir = args
+        .demo
+        .as_ref()
+        .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()));
+    let socket = args
+        .socket
+        .clone()
+        .or_else(|| demo_dir.as_ref().map(|d| d.join("control")))
+        .unwrap_or_else(default_socket_path);
+    let mut nbd = args.nbd.clone();
+    if nbd.is_empty() {
+        if let Some(d) = &demo_dir {
+            nbd.push(format!("unix:{}", d.join("nbd.sock").display()));
+        }
+    }
+    let mapper_dir = args.mapper_dir.clone().or_else(|| {
+        demo_dir
+            .as_ref()
+            .filter(|_| Path::new("/dev/fuse").exists())
+            .map(|d| d.join("mapper"))
+    });
+
+    let config = EngineConfig {
+        major: args.major,
+        direct_io: args.direct_io,
+        mapper_dir: mapper_dir.clone(),
+    };
+    let engine = Engine::new(udm_targets::registry(), config);
+    let control = ControlServer::start(engine.clone(), &socket)
+        .with_context(|| format!("cannot serve the control socket {}", socket.display()))?;
+
+    let server = if nbd.is_empty() {
+        None
+    } else {
+        Some(exports::start_nbd(&engine))
+    };
+    if let Some(server) = &server {
+        for addr in &nbd {
+            if let Some(path) = addr.strip_prefix("unix:") {
+                server
+                    .listen_unix(Path::new(path))
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                tracing::info!(socket = path, "NBD listening");
+            } else if let Some(hp) = addr.strip_prefix("tcp:") {
+                let hp = if hp.contains(':') {
+                    hp.to_string()
+                } else {
+                    format!("127.0.0.1:{hp}")
+                };
+                let bound = server
+                    .listen_tcp(&hp)
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                tracing::info!(%bound, "NBD listening");
+            } else {
+                anyhow::bail!("--nbd {addr}: expected unix:PATH, tcp:PORT or tcp:HOST:PORT");
+            }
+        }
+    }
+
+    let mount = match &mapper_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            let source = std::sync::Arc::new(exports::FuseSource::new(engine.clone()));
+            let m = udm_fuse::mount(dir, source, udm_fuse::MountOptions::default())
+                .with_context(|| format!("cannot mount the mapper directory {}", dir.display()))?;
+            tracing::info!(dir = %dir.display(), "mapper directory mounted");
+            Some(m)
+        }
+        None => None,
+    };
+
+    if let Some(dir) = &demo_dir {
+        let made = udmd::demo::build(&engine, dir)?;
+        println!(
+            "udm demo: devices {} over files in {}",
+            made.join(", "),
+            dir.display()
+        );
+        println!(
+            "  control:  UDM_SOCKET={} target/release/udmsetup ls",
+            socket.display()
+        );
+        for addr in &nbd {
+            if let Some(p) = addr.strip_prefix("unix:") {
+                println!("  NBD:      nbdinfo 'nbd+unix:///demo-striped?socket={p}'");
+            }
+        }
+        if let Some(m) = &mapper_dir {
+            println!(
+                "  files:    {}/demo-striped (losetup -f --show it for a kernel block device)",
+                m.display()
+            );
+        }
+        println!("  stop:     Ctrl-C");
+    }
+
+    let sig = wait_for_signal(&sigs);
+    tracing::info!(signal = sig, "shutting down");
+    drop(mount);
+    if let Some(s) = server {
+        s.shutdown();
+    }
+    drop(control);
+    Ok(())
+}
