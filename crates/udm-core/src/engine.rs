@@ -142,13 +142,22 @@ impl EngineInner {
         }
     }
 
-    fn unhash(&self, ns: &mut Namespace, dev: &Arc<Device>) {
+    /// Take a device out of the namespace. Its tables are returned, to be dropped
+    /// by the caller after the namespace lock is released: dropping a table closes
+    /// stacked devices, which may complete their deferred removal.
+    #[must_use]
+    fn unhash(
+        &self,
+        ns: &mut Namespace,
+        dev: &Arc<Device>,
+    ) -> (Option<Arc<Table>>, Option<Arc<Table>>) {
         ns.by_name.remove(&*dev.name.read());
         ns.by_minor.remove(&dev.number.minor);
         dev.removed.store(true, Ordering::SeqCst);
-        *dev.inactive.lock() = None;
-        dev.active.store(None);
+        let inactive = dev.inactive.lock().take();
+        let active = dev.active.swap(None);
         dev.wake_waiters();
+        (active, inactive)
     }
 
     pub(crate) fn complete_deferred_remove(&self, dev: &Arc<Device>) {
@@ -159,13 +168,13 @@ impl EngineInner {
                 .get(&dev.number.minor)
                 .is_some_and(|d| Arc::ptr_eq(d, dev));
             if still_ours && dev.open_count.load(Ordering::SeqCst) == 0 {
-                self.unhash(&mut ns, dev);
-                true
+                Some(self.unhash(&mut ns, dev))
             } else {
-                false
+                None
             }
         };
-        if removed {
+        if let Some(tables) = removed {
+            drop(tables);
             tracing::info!(name = %dev.name(), "deferred remove completed");
             self.bump_global_event();
             self.notify(EngineEvent::Removed {
@@ -180,6 +189,29 @@ impl EngineInner {
 struct Resolver<'a> {
     engine: &'a Engine,
     for_dev: &'a Arc<Device>,
+    /// Stacked udm devices this device's tables already hold: like the kernel's
+    /// per-device table_devices list, each is opened once per mapped device, however
+    /// many lines (or live and staged tables) name it.
+    held: parking_lot::Mutex<Vec<Arc<dyn BlockDev>>>,
+}
+
+impl<'a> Resolver<'a> {
+    fn new(engine: &'a Engine, for_dev: &'a Arc<Device>) -> Self {
+        let mut held = Vec::new();
+        let tables = [for_dev.active.load_full(), for_dev.inactive.lock().clone()];
+        for t in tables.iter().flatten() {
+            for d in t.devices() {
+                if d.udm_device().is_some() {
+                    held.push(d.clone());
+                }
+            }
+        }
+        Resolver {
+            engine,
+            for_dev,
+            held: parking_lot::Mutex::new(held),
+        }
+    }
 }
 
 impl DevResolver for Resolver<'_> {
@@ -198,8 +230,17 @@ impl DevResolver for Resolver<'_> {
                     "table would create a cycle of devices",
                 ));
             }
+            let mut held = self.held.lock();
+            if let Some(h) = held
+                .iter()
+                .find(|h| h.udm_device().is_some_and(|u| Arc::ptr_eq(u, &dev)))
+            {
+                return Ok(h.clone());
+            }
             let handle = dev.open()?;
-            return Ok(Arc::new(UdmDev { handle }));
+            let bd: Arc<dyn BlockDev> = Arc::new(UdmDev { handle });
+            held.push(bd.clone());
+            return Ok(bd);
         }
         let path = if let Some((ma, mi)) = parse_maj_min(spec) {
             sysfs_dev_path(ma, mi)
@@ -488,7 +529,7 @@ impl Engine {
     /// (the returned info then has `deferred_remove`). Returns None when removed now.
     pub fn remove(&self, r: &DevRef, deferred: bool) -> Result<Option<DeviceInfo>> {
         let dev = self.device(r)?;
-        {
+        let tables = {
             let mut ns = self.inner.ns.lock();
             if dev.open_count.load(Ordering::SeqCst) > 0 {
                 if deferred {
@@ -505,8 +546,9 @@ impl Engine {
                     ),
                 ));
             }
-            self.inner.unhash(&mut ns, &dev);
-        }
+            self.inner.unhash(&mut ns, &dev)
+        };
+        drop(tables);
         tracing::info!(name = %dev.name(), "device removed");
         self.inner.bump_global_event();
         self.inner.notify(EngineEvent::Removed {
@@ -637,10 +679,7 @@ impl Engine {
     pub fn load(&self, r: &DevRef, specs: &[TargetSpec], read_only: bool) -> Result<DeviceInfo> {
         let dev = self.device(r)?;
         let _ctl = dev.ctl.lock();
-        let resolver = Resolver {
-            engine: self,
-            for_dev: &dev,
-        };
+        let resolver = Resolver::new(self, &dev);
         let table = Table::build(specs, &self.inner.registry, &resolver, read_only)?;
         *dev.inactive.lock() = Some(Arc::new(table));
         tracing::debug!(name = %dev.name(), targets = specs.len(), "table loaded");

@@ -11,18 +11,20 @@ struct Node([u64; K]);
 /// Index over the exclusive end sectors of the targets of a table.
 #[derive(Debug)]
 pub struct Index {
-    /// levels[0] is the root level (one node); the last level holds the leaves.
-    levels: Vec<Vec<Node>>,
+    /// All nodes, root level first, each level contiguous.
+    nodes: Vec<Node>,
+    /// Offset of each level's first node in `nodes`, root first.
+    level_starts: Vec<usize>,
     len: usize,
 }
 
 impl Index {
     /// `ends` must be strictly increasing (each target's exclusive end sector).
     pub fn new(ends: &[u64]) -> Index {
-        let mut levels = Vec::new();
+        let mut levels: Vec<Vec<Node>> = Vec::new();
         let mut keys: Vec<u64> = ends.to_vec();
         loop {
-            let nodes: Vec<Node> = keys
+            let mut nodes: Vec<Node> = keys
                 .chunks(K)
                 .map(|c| {
                     let mut n = [u64::MAX; K];
@@ -30,11 +32,9 @@ impl Index {
                     Node(n)
                 })
                 .collect();
-            let nodes = if nodes.is_empty() {
-                vec![Node([u64::MAX; K])]
-            } else {
-                nodes
-            };
+            if nodes.is_empty() {
+                nodes.push(Node([u64::MAX; K]));
+            }
             // Each node's key in the level above is the largest end below it.
             keys = nodes.iter().map(|n| n.0[K - 1]).collect();
             let done = nodes.len() == 1;
@@ -44,8 +44,15 @@ impl Index {
             }
         }
         levels.reverse();
+        let mut level_starts = Vec::with_capacity(levels.len());
+        let mut all = Vec::with_capacity(levels.iter().map(Vec::len).sum());
+        for l in levels {
+            level_starts.push(all.len());
+            all.extend(l);
+        }
         Index {
-            levels,
+            nodes: all,
+            level_starts,
             len: ends.len(),
         }
     }
@@ -54,13 +61,10 @@ impl Index {
     #[inline]
     pub fn lookup(&self, sector: u64) -> Option<usize> {
         let mut pos = 0usize;
-        for level in &self.levels {
-            let node = &level.get(pos)?.0;
-            // Branch-free count of keys <= sector: the children fully before it.
-            let mut c = 0usize;
-            for &k in node {
-                c += (k <= sector) as usize;
-            }
+        for &start in &self.level_starts {
+            let node = &self.nodes.get(start + pos)?.0;
+            // Branch-free count of keys <= sector: the children wholly before it.
+            let c = node.iter().map(|&k| (k <= sector) as usize).sum::<usize>();
             if c == K {
                 return None;
             }

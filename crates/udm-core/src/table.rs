@@ -374,3 +374,86 @@ mod tests {
         assert_eq!(e.to_string(), "line 1: table: missing target type");
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use crate::error::DmError;
+    use crate::registry::TargetType;
+    use proptest::prelude::*;
+
+    struct NoDevices;
+    impl DevResolver for NoDevices {
+        fn open(&self, spec: &str, _ro: bool) -> Result<Arc<dyn BlockDev>, DmError> {
+            Err(DmError::new(
+                Errno(libc::ENOENT),
+                format!("no device {spec}"),
+            ))
+        }
+    }
+
+    struct Nop;
+    impl Target for Nop {
+        fn map<'s>(&'s self, _bio: &mut Bio<'_>) -> Result<Mapped<'s>, Errno> {
+            Ok(Mapped::Done)
+        }
+        fn status(&self, _k: StatusType, _o: &mut String) {}
+    }
+
+    fn nop_ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableError> {
+        if args.len() > 3 {
+            return Err(ctx.err("too many"));
+        }
+        if let Some(a) = args.first() {
+            ctx.device(args, 0, 0, ctx.len)?;
+            let _ = a;
+        }
+        Ok(Box::new(Nop))
+    }
+
+    fn registry() -> Registry {
+        let mut r = Registry::new();
+        r.register(TargetType {
+            name: "nop",
+            version: [1, 0, 0],
+            ctr: nop_ctr,
+        });
+        r
+    }
+
+    fn word() -> impl Strategy<Value = String> {
+        "[a-z0-9/_.:-]{1,12}"
+    }
+
+    proptest! {
+        #[test]
+        fn text_round_trips(lines in proptest::collection::vec((0u64..1 << 40, 1u64..1 << 30, "[a-z-]{1,15}", proptest::collection::vec(word(), 0..5)), 1..20)) {
+            let mut text = String::from("# generated\n");
+            let mut start = 0;
+            let mut want = Vec::new();
+            for (i, (_, len, ty, args)) in lines.iter().enumerate() {
+                let params = args.join(" ");
+                text.push_str(&format!("{start} {len} {ty} {params}\n\n"));
+                want.push(TargetSpec { start, len: *len, target_type: ty.clone(), params, line: (2 + 2 * i) as u32 });
+                start += len;
+            }
+            prop_assert_eq!(TargetSpec::parse_text(&text).unwrap(), want);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            if let Ok(specs) = TargetSpec::parse_text(&text) {
+                let _ = Table::build(&specs, &registry(), &NoDevices, false);
+            }
+        }
+
+        #[test]
+        fn arbitrary_specs_never_panic(specs in proptest::collection::vec((any::<u64>(), any::<u64>(), prop_oneof!["nop", "zero", "[a-z]{0,3}"], "\\PC{0,40}"), 0..8)) {
+            let specs: Vec<TargetSpec> = specs.into_iter().enumerate().map(|(i, (start, len, ty, params))| TargetSpec { start, len, target_type: ty, params, line: i as u32 + 1 }).collect();
+            match Table::build(&specs, &registry(), &NoDevices, false) {
+                Ok(t) => prop_assert!(t.size() > 0),
+                Err(e) => prop_assert!(e.line as usize <= specs.len()),
+            }
+        }
+    }
+}

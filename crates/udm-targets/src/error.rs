@@ -1,4 +1,6 @@
-//! `error`: every I/O fails with EIO, flushes and discards included. Like the
+//! `error`: every read, write and discard fails with EIO. Like the kernel's, it
+//! takes no flushes (it has no device to flush), so a flush of a table holding it
+//! succeeds. Like the
 //! kernel, two arguments `<dev> <start>` are accepted and otherwise ignored, and
 //! INFO and TABLE are empty.
 
@@ -19,10 +21,6 @@ fn ctr(_ctx: &TargetCtx<'_>, _args: &[String]) -> Result<Box<dyn Target>, TableE
 impl Target for ErrorTarget {
     fn map<'s>(&'s self, _bio: &mut Bio<'_>) -> Result<Mapped<'s>, Errno> {
         Err(Errno::EIO)
-    }
-
-    fn flush(&self) -> Option<Result<(), Errno>> {
-        Some(Err(Errno::EIO))
     }
 
     fn status(&self, _kind: StatusType, _out: &mut String) {}

@@ -27,7 +27,10 @@ fn reload_a_b_under_four_writers() {
         .iter()
         .map(|n| {
             let p = dir.path().join(n);
-            std::fs::File::create(&p).unwrap().set_len(sectors * 512).unwrap();
+            std::fs::File::create(&p)
+                .unwrap()
+                .set_len(sectors * 512)
+                .unwrap();
             p
         })
         .collect();
@@ -59,9 +62,14 @@ fn reload_a_b_under_four_writers() {
                     buf[..8].copy_from_slice(&(block + 1).to_le_bytes());
                     buf[8..16].copy_from_slice(&0x75646d_u64.to_le_bytes());
                     let gen_before = generation.load(Ordering::SeqCst);
-                    dev.write(block, &buf, false).expect("write failed during suspend/resume");
+                    dev.write(block, &buf, false)
+                        .expect("write failed during suspend/resume");
                     let gen_after = generation.load(Ordering::SeqCst);
-                    acks.push(Ack { block, gen_before, gen_after });
+                    acks.push(Ack {
+                        block,
+                        gen_before,
+                        gen_after,
+                    });
                 }
                 acks
             })
@@ -71,13 +79,17 @@ fn reload_a_b_under_four_writers() {
         let noflush = cycle % 10 == 0;
         e.suspend(&r, noflush).unwrap();
         generation.store(cycle, Ordering::SeqCst);
-        e.load_text(&r, &table((cycle % 2) as usize), false).unwrap();
+        e.load_text(&r, &table((cycle % 2) as usize), false)
+            .unwrap();
         e.resume(&r, false).unwrap();
         assert!(!dev.is_suspended());
         std::thread::sleep(std::time::Duration::from_micros(300));
     }
     stop.store(true, Ordering::SeqCst);
-    let acks: Vec<Ack> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let acks: Vec<Ack> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
     let fa = std::fs::File::open(&files[0]).unwrap();
     let fb = std::fs::File::open(&files[1]).unwrap();
     let holds = |f: &std::fs::File, block: u64| {
@@ -94,15 +106,38 @@ fn reload_a_b_under_four_writers() {
             exact += 1;
             generations.insert(a.gen_before);
             let expect_b = a.gen_before % 2 == 1;
-            assert_eq!(in_b, expect_b, "block {} acknowledged under generation {}", a.block, a.gen_before);
+            assert_eq!(
+                in_b, expect_b,
+                "block {} acknowledged under generation {}",
+                a.block, a.gen_before
+            );
         } else {
             // It straddled a switch: it must be on one of the files live in between.
             let on = if in_b { 1 } else { 0 };
-            assert!((a.gen_before..=a.gen_after).any(|g| g % 2 == on), "block {}", a.block);
+            assert!(
+                (a.gen_before..=a.gen_after).any(|g| g % 2 == on),
+                "block {}",
+                a.block
+            );
         }
     }
-    assert!(acks.len() as u64 >= THREADS * 64, "writers made too little progress: {}", acks.len());
-    assert!(exact > acks.len() / 2, "too few writes could be attributed exactly: {exact} of {}", acks.len());
-    assert!(generations.len() > 50, "writes landed in only {} of {CYCLES} table generations", generations.len());
-    eprintln!("{} acknowledged writes, {exact} attributed exactly, {CYCLES} reloads", acks.len());
+    assert!(
+        acks.len() as u64 >= THREADS * 64,
+        "writers made too little progress: {}",
+        acks.len()
+    );
+    assert!(
+        exact > acks.len() / 2,
+        "too few writes could be attributed exactly: {exact} of {}",
+        acks.len()
+    );
+    assert!(
+        generations.len() > 50,
+        "writes landed in only {} of {CYCLES} table generations",
+        generations.len()
+    );
+    eprintln!(
+        "{} acknowledged writes, {exact} attributed exactly, {CYCLES} reloads",
+        acks.len()
+    );
 }

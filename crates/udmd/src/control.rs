@@ -79,6 +79,7 @@ pub fn handle(engine: &Engine, ioctl: u32, buf: &[u8], conn: &mut ConnState) -> 
     let version_only = |errno: i32, detail: String| {
         let mut h = DmIoctl::new();
         h.version = VERSION;
+        h.data_size = HEADER_MIN as u32;
         ReplyFrame {
             errno,
             buffer: encode_prefix(&h, HEADER_MIN),
@@ -374,8 +375,15 @@ fn dispatch(
         }
         Command::DevWait => {
             let r = dev_ref(&h)?;
-            engine.wait(&r, h.event_nr, None)?;
-            table_status(engine, &r, h, capacity, query_inactive)
+            let info = engine.wait(&r, h.event_nr, None)?;
+            // The event may have been a rename: report on the same device, by number.
+            table_status(
+                engine,
+                &DevRef::Number(info.dev),
+                h,
+                capacity,
+                query_inactive,
+            )
         }
         Command::TableLoad => {
             let r = dev_ref(&h)?;

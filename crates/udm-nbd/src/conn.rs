@@ -1,0 +1,117 @@
+//! One client connection: its shared state, and its life from handshake to close.
+
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tracing::{debug, info, warn};
+
+use crate::handshake;
+use crate::server::Inner;
+use crate::stream::{Reader, Stream};
+use crate::transmission;
+
+/// State every thread of a connection and the server's registry share.
+pub(crate) struct Conn {
+    pub id: u64,
+    pub stream: Arc<Stream>,
+    /// The export chosen for transmission, once the client chose.
+    export: Mutex<Option<String>>,
+    /// The export is going away: answer everything with ESHUTDOWN, then close.
+    closing: AtomicBool,
+    /// No more requests are read (disconnect, protocol error, closing).
+    stop_reading: AtomicBool,
+    /// Requests read but not yet answered.
+    in_flight: AtomicUsize,
+}
+
+impl Conn {
+    pub(crate) fn new(id: u64, stream: Stream) -> Self {
+        Conn {
+            id,
+            stream: Arc::new(stream),
+            export: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            stop_reading: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn set_export(&self, name: &str) {
+        *self.export.lock() = Some(name.to_owned());
+    }
+
+    pub(crate) fn is_on_export(&self, name: &str) -> bool {
+        self.export.lock().as_deref() == Some(name)
+    }
+
+    /// Start closing: requests in flight and any new ones are answered ESHUTDOWN, and
+    /// the socket is shut down once none is left (at once when idle).
+    pub(crate) fn begin_close(&self) {
+        // SeqCst pairs with request_started/request_done: either this thread sees a
+        // request in flight, or that request sees `closing` (and closes when done).
+        self.closing.store(true, Ordering::SeqCst);
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
+            self.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn request_done(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_closing() {
+            self.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub(crate) fn stop_reading(&self) {
+        self.stop_reading.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn reading_stopped(&self) -> bool {
+        self.stop_reading.load(Ordering::Acquire)
+    }
+
+    /// Stop everything now: the peer is gone or the stream cannot be trusted.
+    pub(crate) fn abort(&self) {
+        self.stop_reading();
+        self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Serve one connection on the current thread until it ends.
+pub(crate) fn serve(server: &Inner, conn: &Arc<Conn>) {
+    let mut reader = Reader::new(Arc::clone(&conn.stream));
+    let negotiated = match handshake::negotiate(
+        conn,
+        &mut reader,
+        &*server.backend,
+        server.config.max_request,
+    ) {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            debug!(conn = conn.id, "client left during the handshake");
+            return;
+        }
+        Err(e) => {
+            warn!(conn = conn.id, error = %e, "handshake failed");
+            return;
+        }
+    };
+    info!(
+        conn = conn.id,
+        export = negotiated.name,
+        structured = negotiated.structured,
+        block_status = negotiated.meta_context.is_some(),
+        "client entered transmission"
+    );
+    transmission::run(conn, reader, negotiated, &server.config);
+    debug!(conn = conn.id, "connection closed");
+}

@@ -1,0 +1,469 @@
+//! The transmission phase. Every thread of a connection loops: take the read half,
+//! read a request (and its write payload) into its own buffer, let go, run it, take
+//! the write half, send the reply with one vectored write. Replies go out in
+//! completion order; buffers are reused, so the steady state allocates nothing.
+//!
+//! When the export answers fast, a thread that finds more complete requests already
+//! buffered takes a few of them at once and sends their replies together: that saves
+//! a thread hand-off per request, which on a busy machine costs more than the I/O.
+
+mod check;
+mod reply;
+mod role;
+
+use std::io::IoSlice;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::Instant;
+
+use tracing::{debug, error, warn};
+
+use crate::conn::Conn;
+use crate::error::ConnError;
+use crate::export::{Errno, Export, Extent};
+use crate::handshake::Negotiated;
+use crate::proto::{self, be_u16, be_u32, err};
+use crate::server::ServerConfig;
+use crate::stream::Reader;
+use check::{Limits, Request};
+use reply::Format;
+use role::Role;
+
+/// Most requests one thread takes from the read buffer at once.
+const MAX_BATCH: usize = 16;
+/// Requests moving more data than this are never taken as extras of a batch.
+const MAX_BATCH_DATA: usize = 64 << 10;
+/// Batching stays on while the export's average answer time is below this.
+const BATCH_BELOW_NS: u64 = 20_000;
+/// One thread serves alone while the export's average answer time is below this.
+const INLINE_BELOW_NS: u64 = 10_000;
+/// Replies finished this long ago go out even if the batch is not done.
+const FLUSH_AFTER_NS: u64 = 100_000;
+/// Write payloads from this size on make the reader stop reading ahead.
+const LARGE_PAYLOAD: usize = 16 << 10;
+/// Reply scratch space above this is given back after use (block status).
+const KEEP_SCRATCH: usize = 1 << 20;
+
+/// What every thread of a connection in transmission shares.
+struct Session {
+    conn: Arc<Conn>,
+    export: Arc<dyn Export>,
+    limits: Limits,
+    format: Format,
+    /// Who may read the socket.
+    role: Role,
+    /// The read half; only the role holder locks it.
+    reader: Mutex<Reader>,
+    writer: Mutex<()>,
+    /// Moving average of the export's answer time, in nanoseconds.
+    avg_op_ns: AtomicU64,
+}
+
+impl Session {
+    fn record_op(&self, ns: u64) {
+        // Racy read-modify-write on purpose: an approximate average is enough.
+        let old = self.avg_op_ns.load(Ordering::Relaxed);
+        self.avg_op_ns
+            .store(old - old / 8 + ns / 8, Ordering::Relaxed);
+    }
+
+    /// Whether the export answers fast enough for one thread to keep reading and
+    /// serving (no hand-off at all).
+    fn serve_inline(&self) -> bool {
+        self.avg_op_ns.load(Ordering::Relaxed) < INLINE_BELOW_NS
+    }
+
+    fn batch_limit(&self) -> usize {
+        if self.avg_op_ns.load(Ordering::Relaxed) < BATCH_BELOW_NS {
+            MAX_BATCH
+        } else {
+            1
+        }
+    }
+}
+
+/// Run the transmission phase on this thread and `threads_per_conn - 1` more; return
+/// when all of them stopped, with the socket shut down.
+pub(crate) fn run(conn: &Arc<Conn>, reader: Reader, n: Negotiated, config: &ServerConfig) {
+    let session = Arc::new(Session {
+        conn: Arc::clone(conn),
+        limits: Limits {
+            size: n.export.size(),
+            read_only: n.export.read_only(),
+            structured: n.structured,
+            block_status: n.meta_context.is_some(),
+            min_block: u64::from(n.block_size.min),
+            max_request: config.max_request,
+        },
+        format: Format {
+            structured: n.structured,
+            meta_context: n.meta_context.unwrap_or(proto::BASE_ALLOCATION_ID),
+        },
+        export: n.export,
+        role: Role::new(),
+        reader: Mutex::new(reader),
+        writer: Mutex::new(()),
+        // Start pessimistic: batching begins once the export proved fast.
+        avg_op_ns: AtomicU64::new(BATCH_BELOW_NS * 4),
+    });
+    let mut helpers = Vec::new();
+    for i in 1..config.threads_per_conn.max(1) {
+        let s = Arc::clone(&session);
+        let spawned = thread::Builder::new()
+            .name(format!("nbd-{}-{i}", conn.id))
+            .spawn(move || Worker::new(&s).run());
+        match spawned {
+            Ok(h) => helpers.push(h),
+            Err(e) => {
+                warn!(conn = conn.id, error = %e, "cannot spawn more connection threads");
+                break;
+            }
+        }
+    }
+    Worker::new(&session).run();
+    for h in helpers {
+        if h.join().is_err() {
+            error!(conn = conn.id, "a connection thread panicked");
+        }
+    }
+    conn.stream.shutdown(std::net::Shutdown::Both);
+    eprintln!(
+        "takeovers {} standby wakes {}",
+        role::TAKEOVERS.load(Ordering::Relaxed),
+        role::WAKES.load(Ordering::Relaxed)
+    );
+}
+
+/// One request of a batch, with the buffer its data lives in.
+#[derive(Default)]
+struct Slot {
+    req: Request,
+    /// The answer, when known before running (or after).
+    result: Option<Result<(), u32>>,
+    /// Write payload or read data; grows, never shrinks.
+    buf: Vec<u8>,
+    /// End of this reply's header in the worker's header buffer.
+    hdr_end: usize,
+    /// Read data follows the header.
+    with_data: bool,
+}
+
+/// One thread's reusable state.
+struct Worker<'a> {
+    s: &'a Session,
+    slots: Vec<Slot>,
+    /// Reply headers (and small payloads) of the current batch, back to back.
+    hdr: Vec<u8>,
+    extents: Vec<Extent>,
+}
+
+enum Received {
+    Request,
+    Stop,
+}
+
+impl<'a> Worker<'a> {
+    fn new(s: &'a Session) -> Self {
+        Worker {
+            s,
+            slots: Vec::new(),
+            hdr: Vec::with_capacity(64 * MAX_BATCH),
+            extents: Vec::new(),
+        }
+    }
+
+    fn run(&mut self) {
+        let s = self.s;
+        let mut holding = false;
+        loop {
+            if !holding {
+                s.role.acquire();
+            }
+            if s.conn.reading_stopped() {
+                s.role.release();
+                return;
+            }
+            let n = {
+                let mut rd = s.reader.lock().unwrap_or_else(PoisonError::into_inner);
+                self.receive(&mut rd)
+            };
+            if n == 0 {
+                s.role.release();
+                return;
+            }
+            let loan = if s.serve_inline() && self.slots[..n].iter().all(|x| x.req.is_quick()) {
+                // Keep the role: cheaper than waking another thread, as long as the
+                // export answers this fast (the standby covers the other case).
+                Some(s.role.lend())
+            } else {
+                s.role.release();
+                None
+            };
+            self.hdr.clear();
+            let mut sent = 0;
+            let mut first_unsent = Instant::now();
+            for i in 0..n {
+                self.execute_slot(i);
+                if i + 1 < n && first_unsent.elapsed().as_nanos() as u64 > FLUSH_AFTER_NS {
+                    self.send(sent, i + 1);
+                    sent = i + 1;
+                    first_unsent = Instant::now();
+                }
+            }
+            self.send(sent, n);
+            for _ in 0..n {
+                s.conn.request_done();
+            }
+            holding = loan.is_some_and(|l| s.role.reclaim(l));
+            if self.hdr.capacity() > KEEP_SCRATCH {
+                self.hdr = Vec::with_capacity(64 * MAX_BATCH);
+            }
+            if self.extents.capacity() > KEEP_SCRATCH / 16 {
+                self.extents = Vec::new();
+            }
+        }
+    }
+
+    /// Take requests under the read lock: wait for one, then add those already
+    /// complete in the buffer, up to the batch limit. Returns how many (0: stop).
+    fn receive(&mut self, rd: &mut Reader) -> usize {
+        let s = self.s;
+        let limit = s.batch_limit();
+        let mut n = 0;
+        let mut data = 0;
+        while n < limit {
+            if n > 0 && !complete_request(rd.buffered(), &mut data) {
+                break;
+            }
+            if self.slots.len() <= n {
+                self.slots.push(Slot::default());
+            }
+            match self.read_request(rd, n) {
+                Received::Request => n += 1,
+                Received::Stop => break,
+            }
+            if s.conn.reading_stopped() {
+                break;
+            }
+        }
+        n
+    }
+
+    /// Read one request into slot `i`.
+    fn read_request(&mut self, rd: &mut Reader, i: usize) -> Received {
+        let conn = &*self.s.conn;
+        let mut h = [0u8; proto::REQUEST_LEN];
+        match rd.read_message(&mut h) {
+            Ok(true) => {}
+            Ok(false) => {
+                debug!(conn = conn.id, "client closed the connection");
+                conn.stop_reading();
+                return Received::Stop;
+            }
+            Err(e) => {
+                if !conn.is_closing() {
+                    debug!(conn = conn.id, error = %e, "reading a request failed");
+                }
+                conn.stop_reading();
+                return Received::Stop;
+            }
+        }
+        let (magic, req) = Request::parse(&h);
+        if magic != proto::REQUEST_MAGIC {
+            warn!(conn = conn.id, error = %ConnError::BadRequestMagic(magic), "disconnecting");
+            conn.stop_reading();
+            return Received::Stop;
+        }
+        if req.cmd == proto::CMD_DISC {
+            debug!(conn = conn.id, "client sent NBD_CMD_DISC");
+            conn.stop_reading();
+            return Received::Stop;
+        }
+        conn.request_started();
+        let slot = &mut self.slots[i];
+        slot.req = req;
+        slot.result = None;
+        if req.cmd == proto::CMD_WRITE {
+            if req.len > self.s.limits.max_request {
+                // The payload cannot be skipped safely: answer, then hang up.
+                warn!(
+                    conn = conn.id,
+                    len = req.len,
+                    "write larger than the maximum request"
+                );
+                conn.stop_reading();
+                slot.result = Some(Err(err::EINVAL));
+            } else {
+                let len = req.len as usize;
+                rd.expect_large_payloads(len >= LARGE_PAYLOAD);
+                if slot.buf.len() < len {
+                    slot.buf.resize(len, 0);
+                }
+                if let Err(e) = rd.read_exact(&mut slot.buf[..len]) {
+                    debug!(conn = conn.id, error = %e, "reading a write payload failed");
+                    conn.stop_reading();
+                    conn.request_done();
+                    return Received::Stop;
+                }
+            }
+        }
+        if conn.is_closing() {
+            // Answer this one, then stop: the connection is going away.
+            conn.stop_reading();
+            slot.result = Some(Err(err::ESHUTDOWN));
+        }
+        Received::Request
+    }
+
+    /// Run slot `i` and append its reply header.
+    fn execute_slot(&mut self, i: usize) {
+        let s = self.s;
+        let slot = &mut self.slots[i];
+        let req = slot.req;
+        let result = match slot.result {
+            Some(r) => r,
+            None => {
+                let start = Instant::now();
+                let r = execute_guarded(s, &req, &mut slot.buf, &mut self.extents);
+                s.record_op(start.elapsed().as_nanos() as u64);
+                r
+            }
+        };
+        // Once the export is going away, everything is answered ESHUTDOWN.
+        let result = if s.conn.is_closing() {
+            Err(err::ESHUTDOWN)
+        } else {
+            result
+        };
+        slot.with_data = reply::encode(&mut self.hdr, &s.format, &req, result, &self.extents);
+        slot.hdr_end = self.hdr.len();
+    }
+
+    /// Send the replies of slots `from..to` with one vectored write.
+    fn send(&mut self, from: usize, to: usize) {
+        if from == to {
+            return;
+        }
+        let s = self.s;
+        let mut iov = [IoSlice::new(&[]); 2 * MAX_BATCH];
+        let mut start = if from == 0 {
+            0
+        } else {
+            self.slots[from - 1].hdr_end
+        };
+        let mut k = 0;
+        for slot in &self.slots[from..to] {
+            iov[k] = IoSlice::new(&self.hdr[start..slot.hdr_end]);
+            k += 1;
+            if slot.with_data {
+                iov[k] = IoSlice::new(&slot.buf[..slot.req.len as usize]);
+                k += 1;
+            }
+            start = slot.hdr_end;
+        }
+        let _w = s.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = s.conn.stream.send_all(&mut iov[..k]) {
+            debug!(conn = s.conn.id, error = %e, "sending a reply failed");
+            s.conn.abort();
+        }
+    }
+}
+
+/// Whether `b` starts with a whole request small enough to join a batch; adds its
+/// data to `data`, which may not exceed [`MAX_BATCH_DATA`] in all.
+fn complete_request(b: &[u8], data: &mut usize) -> bool {
+    if b.len() < proto::REQUEST_LEN {
+        return false;
+    }
+    let cmd = be_u16(b, 6);
+    let len = be_u32(b, 24) as usize;
+    let moved = match cmd {
+        proto::CMD_READ | proto::CMD_WRITE => len,
+        _ => 0,
+    };
+    if cmd == proto::CMD_WRITE && b.len() - proto::REQUEST_LEN < len {
+        return false;
+    }
+    if *data + moved > MAX_BATCH_DATA {
+        return false;
+    }
+    *data += moved;
+    true
+}
+
+/// Run a request; a panicking export answers EIO and winds the connection down.
+fn execute_guarded(
+    s: &Session,
+    req: &Request,
+    buf: &mut Vec<u8>,
+    extents: &mut Vec<Extent>,
+) -> Result<(), u32> {
+    match panic::catch_unwind(AssertUnwindSafe(|| execute(s, req, buf, extents))) {
+        Ok(r) => r,
+        Err(_) => {
+            error!(
+                conn = s.conn.id,
+                cmd = proto::command_name(req.cmd),
+                "export panicked; closing the connection"
+            );
+            s.conn.stop_reading();
+            Err(err::EIO)
+        }
+    }
+}
+
+fn execute(
+    s: &Session,
+    req: &Request,
+    buf: &mut Vec<u8>,
+    extents: &mut Vec<Extent>,
+) -> Result<(), u32> {
+    check::check(&s.limits, req)?;
+    let e = &*s.export;
+    let off = req.offset;
+    let len = req.len as usize;
+    let len64 = u64::from(req.len);
+    let fua = req.has(proto::CMD_FLAG_FUA);
+    let r = match req.cmd {
+        _ if len == 0 && req.cmd != proto::CMD_FLUSH => Ok(()),
+        proto::CMD_READ => {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            e.read(off, &mut buf[..len])
+        }
+        proto::CMD_WRITE => e.write(off, &buf[..len], fua),
+        proto::CMD_FLUSH => e.flush(),
+        proto::CMD_TRIM => e.trim(off, len64, fua),
+        proto::CMD_CACHE => e.cache(off, len64),
+        proto::CMD_WRITE_ZEROES => e.write_zeroes(
+            off,
+            len64,
+            !req.has(proto::CMD_FLAG_NO_HOLE),
+            req.has(proto::CMD_FLAG_FAST_ZERO),
+            fua,
+        ),
+        proto::CMD_BLOCK_STATUS => {
+            extents.clear();
+            e.extents(off, len64, extents)
+        }
+        _ => Err(Errno::EINVAL),
+    };
+    r.map_err(|errno| {
+        debug!(
+            conn = s.conn.id,
+            cmd = proto::command_name(req.cmd),
+            offset = req.offset,
+            len = req.len,
+            error = %errno,
+            "request failed"
+        );
+        let e = check::map_errno(req, errno);
+        if e == err::ESHUTDOWN {
+            s.conn.begin_close();
+        }
+        e
+    })
+}
