@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The whole udm test suite: formatting, lints, unit and end-to-end tests with real
+# clients (nbdinfo, nbdcopy, qemu-io, qemu-img, nbdsh, losetup + mkfs.ext4 + e2fsck),
+# the differential tests against a real Linux kernel's device-mapper and nbd client
+# (inside tests/kernel-vm, under QEMU), and short fuzz runs.
+# Run as root on a fresh machine: missing packages are installed first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+passed=0; failed=0
+note() { printf '\n== %s\n' "$*"; }
+ok() { passed=$((passed + 1)); echo "ok: $*"; }
+bad() { failed=$((failed + 1)); echo "FAILED: $*"; }
+
+need_pkgs=()
+for p in nbdinfo:libnbd-bin nbdcopy:libnbd-bin nbdkit:nbdkit fio:fio fusermount3:fuse3 qemu-io:qemu-utils \
+         mkfs.ext4:e2fsprogs losetup:mount cc:gcc; do
+  command -v "${p%%:*}" >/dev/null 2>&1 || need_pkgs+=("${p#*:}")
+done
+[ -f /usr/include/linux/dm-ioctl.h ] || need_pkgs+=(linux-libc-dev)
+/usr/bin/python3 -c 'import nbd' 2>/dev/null || need_pkgs+=(python3-libnbd)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    note "installing ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  else
+    echo "missing packages (run as root to install): ${need_pkgs[*]}" >&2
+  fi
+fi
+
+note "cargo fmt --check"
+if cargo fmt --all -- --check; then ok fmt; else bad fmt; fi
+
+note "cargo clippy -D warnings"
+if cargo clippy --workspace --all-targets -- -D warnings; then ok clippy; else bad clippy; fi
+
+note "cargo build --release"
+cargo build --release --bins
+
+note "cargo test --release"
+log=$(mktemp)
+if cargo test --release --workspace --no-fail-fast 2>&1 | tee "$log"; then :; fi
+t_pass=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) s += $i } END { print s + 0 }' "$log")
+t_fail=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^failed/) s += $i } END { print s + 0 }' "$log")
+if ! grep -qE '^test result:' "$log" || grep -q 'error: test failed\|error: could not compile\|error\[' "$log"; then
+  t_fail=$((t_fail + 1))
+fi
+passed=$((passed + t_pass)); failed=$((failed + t_fail))
+echo "cargo test: $t_pass passed, $t_fail failed"
+
+export KERNEL_VM_CACHE=${KERNEL_VM_CACHE:-$PWD/target/kernel-vm-cache}
+for t in differential nbd-client; do
+  note "kernel VM: $t"
+  if UDM_NO_BUILD=1 bash "tests/kernel-vm/$t.sh"; then ok "kernel-vm $t"; else bad "kernel-vm $t"; fi
+done
+
+if [ "${UDM_SKIP_FUZZ:-0}" != 1 ]; then
+  note "fuzz (short runs)"
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked -q
+  for f in ioctl_decode table_parse; do
+    if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$f" --target-dir ../target/fuzz -- -max_total_time=20 2>&1 | tail -3); then
+      ok "fuzz $f"; else bad "fuzz $f"; fi
+  done
+fi
+
+echo
+echo "udm: $passed passed, $failed failed"
+[ "$failed" = 0 ]
