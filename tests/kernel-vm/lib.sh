@@ -3,7 +3,13 @@
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-KERNEL_VM=${KERNEL_VM:-/work/shared/tools/kernel-vm}
+# shared/ sits beside the repository (as in CI); /work/shared is the developers' copy.
+if [ -z "${KERNEL_VM:-}" ]; then
+  for c in "$ROOT/../shared/tools/kernel-vm" /work/shared/tools/kernel-vm; do
+    if [ -x "$c" ]; then KERNEL_VM=$c; break; fi
+  done
+  KERNEL_VM=${KERNEL_VM:-$ROOT/../shared/tools/kernel-vm}
+fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 UDMD=${UDMD:-$TARGET_DIR/release/udmd}
 UDMSETUP=${UDMSETUP:-$TARGET_DIR/release/udmsetup}

@@ -81,6 +81,8 @@ pub struct FileDev {
     path: PathBuf,
     is_block: bool,
     read_only: bool,
+    /// Opened with O_DIRECT: memory must be aligned, so unaligned buffers bounce.
+    direct: bool,
     number: DevNumber,
     /// Identity used by the pdev cache: (st_dev, st_ino) for files, rdev for block devices.
     pub(crate) key: (u64, u64),
@@ -144,6 +146,7 @@ impl FileDev {
             path,
             is_block,
             read_only: ro,
+            direct,
             number,
             key,
         })
@@ -195,39 +198,7 @@ impl FileDev {
         }
     }
 
-    fn write_zero_buffers(&self, mut offset: u64, len: u64) -> io::Result<()> {
-        let zeros = vec![0u8; (len.min(1 << 20)) as usize];
-        let end = offset + len;
-        while offset < end {
-            let n = (end - offset).min(zeros.len() as u64) as usize;
-            self.file.write_all_at(&zeros[..n], offset)?;
-            offset += n as u64;
-        }
-        Ok(())
-    }
-}
-
-const BLKDISCARD: libc::c_ulong = 0x1277; // _IO(0x12, 119)
-const BLKZEROOUT: libc::c_ulong = 0x127f; // _IO(0x12, 127)
-
-impl BlockDev for FileDev {
-    fn size_sectors(&self) -> u64 {
-        self.size_bytes() >> SECTOR_SHIFT
-    }
-
-    fn dev_number(&self) -> DevNumber {
-        self.number
-    }
-
-    fn display_name(&self) -> String {
-        if self.is_block {
-            self.number.to_string()
-        } else {
-            self.path.display().to_string()
-        }
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    fn pread_all(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let mut done = 0;
         while done < buf.len() {
             match self.file.read_at(&mut buf[done..], offset + done as u64) {
@@ -244,7 +215,7 @@ impl BlockDev for FileDev {
         Ok(())
     }
 
-    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+    fn pwrite_all(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
         if self.read_only {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
         }
@@ -276,6 +247,88 @@ impl BlockDev for FileDev {
             return self.file.sync_data();
         }
         self.file.write_all_at(buf, offset)
+    }
+
+    /// Whether `buf` can go to the kernel as it is (always, without O_DIRECT).
+    fn dio_ok(&self, ptr: *const u8, len: usize, offset: u64) -> bool {
+        !self.direct
+            || (ptr as usize % DIO_ALIGN == 0
+                && len % DIO_ALIGN == 0
+                && offset % DIO_ALIGN as u64 == 0)
+    }
+
+    fn write_zero_buffers(&self, mut offset: u64, len: u64) -> io::Result<()> {
+        let zeros = vec![0u8; (len.min(1 << 20)) as usize];
+        let end = offset + len;
+        while offset < end {
+            let n = (end - offset).min(zeros.len() as u64) as usize;
+            self.write_at(&zeros[..n], offset, false)?;
+            offset += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Alignment used for O_DIRECT buffers, offsets and lengths (covers 512- and 4096-byte
+/// logical blocks; sector-granular I/O that is not 4 KiB aligned takes the bounce path
+/// and must then be 512-aligned, which udm's I/O always is).
+const DIO_ALIGN: usize = 4096;
+
+/// A zeroed buffer of `len` bytes whose start is aligned to [`DIO_ALIGN`].
+struct Bounce {
+    mem: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Bounce {
+    fn new(len: usize) -> Bounce {
+        let mem = vec![0u8; len + DIO_ALIGN];
+        let start = mem.as_ptr().align_offset(DIO_ALIGN).min(DIO_ALIGN);
+        Bounce { mem, start, len }
+    }
+    fn slice(&mut self) -> &mut [u8] {
+        &mut self.mem[self.start..self.start + self.len]
+    }
+}
+
+const BLKDISCARD: libc::c_ulong = 0x1277; // _IO(0x12, 119)
+const BLKZEROOUT: libc::c_ulong = 0x127f; // _IO(0x12, 127)
+
+impl BlockDev for FileDev {
+    fn size_sectors(&self) -> u64 {
+        self.size_bytes() >> SECTOR_SHIFT
+    }
+
+    fn dev_number(&self) -> DevNumber {
+        self.number
+    }
+
+    fn display_name(&self) -> String {
+        if self.is_block {
+            self.number.to_string()
+        } else {
+            self.path.display().to_string()
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if !self.dio_ok(buf.as_ptr(), buf.len(), offset) {
+            let mut b = Bounce::new(buf.len());
+            self.pread_all(b.slice(), offset)?;
+            buf.copy_from_slice(b.slice());
+            return Ok(());
+        }
+        self.pread_all(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        if !self.dio_ok(buf.as_ptr(), buf.len(), offset) {
+            let mut b = Bounce::new(buf.len());
+            b.slice().copy_from_slice(buf);
+            return self.pwrite_all(b.slice(), offset, fua);
+        }
+        self.pwrite_all(buf, offset, fua)
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -377,6 +430,42 @@ mod tests {
         assert_eq!(e, 0x45 | (253 << 8) | (0x12300 << 12));
         assert_eq!(DevNumber::decode(e), d);
         assert_eq!(DevNumber::new(8, 16).encode(), 0x810);
+    }
+
+    #[test]
+    fn direct_io_with_unaligned_buffers() {
+        // tmpfs has no O_DIRECT; use a directory on a disk filesystem.
+        let base = std::env::var_os("CARGO_TARGET_TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = tempfile::tempdir_in(base).unwrap();
+        let p = dir.path().join("d");
+        std::fs::File::create(&p).unwrap().set_len(1 << 20).unwrap();
+        let d = match FileDev::open(&p, false, true, 1) {
+            Ok(d) => d,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                eprintln!("SKIP: this filesystem has no O_DIRECT");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        // A buffer one byte into a Vec is never 4 KiB aligned.
+        let mut mem = vec![0u8; 4096 + 513];
+        let buf = &mut mem[1..1 + 4096];
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (i % 251) as u8);
+        d.write_at(buf, 8192 + 512, false).unwrap();
+        d.write_at(buf, 65536, true).unwrap();
+        let mut back = vec![0u8; 4096 + 7];
+        d.read_at(&mut back[3..3 + 4096], 8192 + 512).unwrap();
+        assert_eq!(&back[3..3 + 4096], &mem[1..1 + 4096]);
+        d.write_zeroes(65536, 4096, false).unwrap();
+        d.read_at(&mut back[3..3 + 4096], 65536).unwrap();
+        assert!(back[3..3 + 4096].iter().all(|&b| b == 0));
+        let plain = std::fs::read(&p).unwrap();
+        assert_eq!(&plain[8192 + 512..8192 + 512 + 4096], &mem[1..1 + 4096]);
     }
 
     #[test]

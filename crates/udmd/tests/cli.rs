@@ -398,3 +398,39 @@ fn remove_all_and_garbage_on_the_socket() {
     let o = d.dm(&["info"]);
     assert_eq!(stdout(&o), "No devices found\n");
 }
+
+#[test]
+fn every_device_command_on_a_missing_device_is_enxio() {
+    let d = Daemon::start();
+    for (args, ioctl) in [
+        (vec!["clear", "nosuch"], "clear"),
+        (vec!["deps", "nosuch"], "deps"),
+        (vec!["table", "nosuch"], "table"),
+        (vec!["resume", "nosuch"], "resume"),
+        (vec!["suspend", "nosuch"], "suspend"),
+        (vec!["remove", "nosuch"], "remove"),
+        (vec!["rename", "nosuch", "other"], "rename"),
+        (vec!["message", "nosuch", "0", "x"], "message"),
+        (
+            vec!["setgeometry", "nosuch", "1", "1", "1", "0"],
+            "setgeometry",
+        ),
+        (vec!["wait", "nosuch", "0"], "waitevent"),
+        (vec!["load", "nosuch", "--table", "0 1 zero"], "reload"),
+    ] {
+        let e = d.fails(&args);
+        let want =
+            format!("device-mapper: {ioctl} ioctl on nosuch  failed: No such device or address\n");
+        assert!(e.starts_with(&want), "{args:?}: want {want:?}, got {e:?}");
+        assert!(e.ends_with("Command failed.\n"), "{args:?}: {e}");
+    }
+    for args in [vec!["info", "nosuch"], vec!["status", "nosuch"]] {
+        assert_eq!(
+            d.fails(&args),
+            "Device does not exist.\nCommand failed.\n",
+            "{args:?}"
+        );
+    }
+    // Nothing was created along the way.
+    assert_eq!(d.ok(&["ls"]), "No devices found\n");
+}
