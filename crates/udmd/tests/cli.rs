@@ -434,3 +434,31 @@ fn every_device_command_on_a_missing_device_is_enxio() {
     // Nothing was created along the way.
     assert_eq!(d.ok(&["ls"]), "No devices found\n");
 }
+
+#[test]
+fn remove_force_wipes_to_error_first() {
+    let d = Daemon::start();
+    let a = d.file("a", 4096);
+    d.ok(&[
+        "create",
+        "low",
+        "--table",
+        &format!("0 4096 linear {} 0", a.display()),
+    ]);
+    d.ok(&[
+        "create",
+        "high",
+        "--table",
+        "0 100 linear /dev/mapper/low 0",
+    ]);
+    // Open (held by `high`): --force replaces the table with error, and the remove is still EBUSY.
+    let e = d.fails(&["remove", "--force", "low"]);
+    assert!(
+        e.contains("remove ioctl on low  failed: Device or resource busy"),
+        "{e}"
+    );
+    assert_eq!(d.ok(&["table", "low"]), "0 4096 error \n");
+    d.ok(&["remove", "-f", "high"]);
+    d.ok(&["remove", "low"]);
+    assert_eq!(d.ok(&["ls"]), "No devices found\n");
+}
