@@ -18,6 +18,7 @@ for p in nbdinfo:libnbd-bin nbdcopy:libnbd-bin nbdkit:nbdkit fio:fio fusermount3
   command -v "${p%%:*}" >/dev/null 2>&1 || need_pkgs+=("${p#*:}")
 done
 [ -f /usr/include/linux/dm-ioctl.h ] || need_pkgs+=(linux-libc-dev)
+dpkg -s libclang-dev >/dev/null 2>&1 || need_pkgs+=(libclang-dev)   # bindgen, for the ublk feature
 /usr/bin/python3 -c 'import nbd' 2>/dev/null || need_pkgs+=(python3-libnbd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -35,6 +36,10 @@ if cargo fmt --all -- --check; then ok fmt; else bad fmt; fi
 
 note "cargo clippy -D warnings"
 if cargo clippy --workspace --all-targets -- -D warnings; then ok clippy; else bad clippy; fi
+
+note "cargo clippy -D warnings, ublk feature"
+if cargo clippy -p udm-ublk -p udmd --all-targets --features udmd/ublk,udm-ublk/libublk -- -D warnings; then
+  ok "clippy ublk"; else bad "clippy ublk"; fi
 
 note "cargo build --release"
 cargo build --release --bins
@@ -55,6 +60,10 @@ for t in differential nbd-client; do
   note "kernel VM: $t"
   if UDM_NO_BUILD=1 bash "tests/kernel-vm/$t.sh"; then ok "kernel-vm $t"; else bad "kernel-vm $t"; fi
 done
+
+note "kernel VM: ublk (udmd built with --features ublk)"
+cargo build --release -p udmd --features ublk
+if UDM_NO_BUILD=1 bash tests/kernel-vm/ublk.sh; then ok "kernel-vm ublk"; else bad "kernel-vm ublk"; fi
 
 if [ "${UDM_SKIP_FUZZ:-0}" != 1 ]; then
   note "fuzz (short runs)"

@@ -257,6 +257,14 @@ impl Device {
         Ok(*e)
     }
 
+    /// Mark the device gone and release I/O held by a suspend: it completes with
+    /// ESHUTDOWN instead of waiting for a resume that will never come.
+    pub(crate) fn kill(&self) {
+        self.removed.store(true, Ordering::SeqCst);
+        self.gate.unblock();
+        self.wake_waiters();
+    }
+
     pub(crate) fn wake_waiters(&self) {
         let _e = self.events.lock();
         self.events_cv.notify_all();
@@ -334,6 +342,10 @@ impl Device {
         }
         self.gate.enter();
         let _g = GateGuard(&self.gate);
+        // Held while suspended and released by a removal: the device is gone.
+        if self.removed.load(Ordering::Relaxed) {
+            return Err(Errno::ESHUTDOWN);
+        }
         let table = self.active.load();
         match &*table {
             Some(t) => t.submit(bio),

@@ -156,7 +156,7 @@ impl EngineInner {
         dev.removed.store(true, Ordering::SeqCst);
         let inactive = dev.inactive.lock().take();
         let active = dev.active.swap(None);
-        dev.wake_waiters();
+        dev.kill();
         (active, inactive)
     }
 
@@ -439,6 +439,14 @@ impl Engine {
             }
         }
         Ok(None)
+    }
+
+    /// Daemon shutdown: release every held I/O (it fails with ESHUTDOWN) so that
+    /// exports can close even while devices are suspended.
+    pub fn shutdown(&self) {
+        for dev in self.list() {
+            dev.kill();
+        }
     }
 
     /// Find a device; ENXIO when there is none.

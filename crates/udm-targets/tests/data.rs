@@ -197,3 +197,34 @@ fn stacked_devices_pass_data_through() {
     let (_, deps) = e.deps(&DevRef::name("high"), false).unwrap();
     assert_eq!(deps, vec![udm_core::DevNumber::new(253, 0)]);
 }
+
+#[test]
+fn removing_a_suspended_device_releases_held_io() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_file(dir.path(), "a", 64);
+    let e = engine();
+    e.create("s", None, None).unwrap();
+    e.load_text(
+        &DevRef::name("s"),
+        &format!("0 64 linear {} 0", a.display()),
+        false,
+    )
+    .unwrap();
+    e.resume(&DevRef::name("s"), false).unwrap();
+    let dev = e.device(&DevRef::name("s")).unwrap();
+    e.suspend(&DevRef::name("s"), false).unwrap();
+    let d2 = dev.clone();
+    let held = std::thread::spawn(move || {
+        let mut b = [0u8; 512];
+        d2.read(0, &mut b)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !held.is_finished(),
+        "a read completed on a suspended device"
+    );
+    e.remove(&DevRef::name("s"), false).unwrap();
+    assert_eq!(held.join().unwrap(), Err(Errno::ESHUTDOWN));
+    let mut b = [0u8; 512];
+    assert_eq!(dev.read(0, &mut b), Err(Errno::ESHUTDOWN));
+}

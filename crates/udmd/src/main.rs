@@ -9,6 +9,9 @@ use udm_core::{Engine, EngineConfig};
 use udmd::exports;
 use udmd::server::ControlServer;
 
+#[cfg(feature = "ublk")]
+mod ublk;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "udmd",
@@ -28,6 +31,10 @@ struct Args {
     /// Run the demo stack on files under DIR (socket, NBD and mapper dir go there too unless given).
     #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "udm-demo")]
     demo: Option<PathBuf>,
+    /// Export each device with a live table as /dev/ublkbN (N = its minor when free;
+    /// `<socket dir>/ublk-map` lists them). Needs ublk_drv and a build with `--features ublk`.
+    #[arg(long)]
+    ublk: bool,
     /// Major number reported for udm devices.
     #[arg(long, default_value_t = 253)]
     major: u32,
@@ -111,6 +118,19 @@ fn main() -> anyhow::Result<()> {
         mapper_dir: mapper_dir.clone(),
     };
     let engine = Engine::new(udm_targets::registry(), config);
+    #[cfg(feature = "ublk")]
+    let ublk_exports = if args.ublk {
+        Some(ublk::start(&engine, ublk::map_path(&socket)).context("--ublk")?)
+    } else {
+        None
+    };
+    #[cfg(not(feature = "ublk"))]
+    if args.ublk {
+        anyhow::bail!(
+            "--ublk: this udmd was built without ublk support (cargo build --features ublk)"
+        );
+    }
+
     let control = ControlServer::start(engine.clone(), &socket)
         .with_context(|| format!("cannot serve the control socket {}", socket.display()))?;
 
@@ -181,6 +201,10 @@ fn main() -> anyhow::Result<()> {
 
     let sig = wait_for_signal(&sigs);
     tracing::info!(signal = sig, "shutting down");
+    // Held I/O of suspended devices fails now, so that every export can close.
+    engine.shutdown();
+    #[cfg(feature = "ublk")]
+    drop(ublk_exports);
     drop(mount);
     if let Some(s) = server {
         s.shutdown();
