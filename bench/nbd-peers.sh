@@ -5,17 +5,20 @@
 # Usage: bench/nbd-peers.sh            (from the workspace root)
 #
 # Environment:
-#   SIZE=1G  RUNTIME=10  IODEPTH=16   fio parameters
-#   JOBS="1"            fio jobs (one NBD connection each) to try, e.g. JOBS="1 2";
-#                       more than 1 only for servers that advertise multi-conn
+#   SIZE=1G  RUNTIME=10  IODEPTH=16   file size and fio parameters
+#   JOBS="1 2"          fio jobs (one NBD connection each) to try; more than 1 only
+#                       for servers that advertise multi-conn
 #   PEERS="nbdkit qemu" which peers to run
-#   DIR=/dev/shm/...    scratch directory (file, sockets, logs)
-#   UDM_URI             URI of "our" server if something else already serves $DIR/disk.img
-#                       (e.g. udmd's linear device over it); then nothing is started
+#   QEMU_OPTS           qemu-nbd I/O options (default --aio=io_uring, with --cache=writeback)
+#   DIR=/dev/shm/...    scratch directory (file, sockets, logs); removed afterwards
+#                       only when left at its default
 #   UDM_START           command that starts "our" server in the background, serving
-#                       $FILE on $SOCK (both exported), instead of the file_export example;
-#                       it must return once the server runs (use setsid/nohup or a
-#                       daemon mode); UDM_URI then defaults to nbd+unix:///?socket=$SOCK
+#                       $FILE (the prepared file, under $DIR) on the Unix socket $SOCK
+#                       (both exported to it); it must return once the server runs
+#                       (setsid/nohup or a daemon mode). E.g. start udmd, create a
+#                       linear device over $FILE and export it on $SOCK.
+#   UDM_URI             URI of "our" server (default nbd+unix:///?socket=$SOCK); alone,
+#                       without UDM_START, an already running server is measured
 #   UDM_STOP            command that stops it (default: kill the pid in $DIR/udm.pid)
 #   UDM_BIN             the file_export binary (default: built with cargo --release)
 set -euo pipefail
@@ -23,7 +26,7 @@ set -euo pipefail
 SIZE=${SIZE:-1G}
 RUNTIME=${RUNTIME:-10}
 IODEPTH=${IODEPTH:-16}
-JOBS=${JOBS:-1}
+JOBS=${JOBS:-1 2}
 PEERS=${PEERS:-nbdkit qemu}
 DIR=${DIR:-/dev/shm/udm-nbd-bench.$$}
 PY=/usr/bin/python3
@@ -95,10 +98,10 @@ start_nbdkit() {
 
 start_qemu() {
     local sock=$DIR/qemu.sock
-    # Writeback page cache with a thread pool was the fastest qemu-nbd setup on tmpfs
-    # (cache=none needs O_DIRECT; io_uring measured no better).
+    # The fastest qemu-nbd setup measured on tmpfs: page cache (cache=none means
+    # O_DIRECT, several times slower here) and io_uring (a little ahead of threads).
     setsid nohup qemu-nbd -t -f raw -k "$sock" --shared=16 --cache=writeback \
-        ${QEMU_OPTS:---aio=threads} --discard=unmap "$FILE" >"$DIR/qemu.log" 2>&1 &
+        ${QEMU_OPTS:---aio=io_uring} --discard=unmap "$FILE" >"$DIR/qemu.log" 2>&1 &
     echo $! >"$DIR/qemu.pid"
     wait_socket "nbd+unix:///?socket=$sock"
     echo "nbd+unix:///?socket=$sock"
@@ -127,7 +130,7 @@ run_fio() { # server uri rw bs jobs
     local out=$DIR/fio-$1-$3-$4-$5.json
     fio --name="$1" --ioengine=nbd --uri="$2" --rw="$3" --bs="$4" \
         --iodepth="$IODEPTH" --numjobs="$5" --group_reporting \
-        --size="$SIZE" --time_based --runtime="$RUNTIME" \
+        --time_based --runtime="$RUNTIME" \
         --output-format=json --output="$out" >/dev/null 2>&1 || {
         echo "fio failed against $1 ($3 $4)" >&2
         RES[$1,$3,$5]="0 0"

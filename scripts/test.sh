@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# Tests that need a real client (nbdinfo, qemu-io, ...) fail instead of skipping.
+export UDM_REQUIRE_CLIENTS=1
 passed=0; failed=0
 note() { printf '\n== %s\n' "$*"; }
 ok() { passed=$((passed + 1)); echo "ok: $*"; }

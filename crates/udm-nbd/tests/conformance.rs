@@ -450,6 +450,7 @@ fn disconnect_answers_what_is_in_flight_first() {
 fn close_export_answers_eshutdown_and_closes() {
     let t = Arc::new(TestExport::new(MemExport::new(MIB), Some(0)));
     let h = Harness::new(&[("a", t.clone() as Arc<dyn Export>), ("b", mem(MIB))]);
+    let _open = ReleaseOnDrop(t.clone());
     let mut busy = h.raw();
     busy.go("a", true, false);
     let mut idle = h.raw();

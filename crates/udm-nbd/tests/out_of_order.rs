@@ -24,6 +24,7 @@ fn setup(threads: usize) -> (Harness, Arc<TestExport>, Raw) {
 #[test]
 fn a_later_request_is_answered_first() {
     let (_h, t, mut c) = setup(16);
+    let _open = ReleaseOnDrop(t.clone());
     c.request(0, NBD_CMD_READ, 1, 0, 512);
     t.wait_for_waiters(1);
     c.request_with(0, NBD_CMD_WRITE, 2, 8192, 4, b"late");
@@ -57,6 +58,7 @@ fn a_later_request_is_answered_first() {
 fn with_one_thread_replies_stay_in_order() {
     // The control experiment: one thread per connection cannot overtake.
     let (_h, t, mut c) = setup(1);
+    let _open = ReleaseOnDrop(t.clone());
     c.request(0, NBD_CMD_READ, 1, 0, 512);
     t.wait_for_waiters(1);
     c.request(0, NBD_CMD_FLUSH, 2, 0, 0);
@@ -110,4 +112,37 @@ fn many_connections_write_at_once() {
             assert_eq!(&all[at..at + 16384], &random_bytes(16384, i * 100 + k)[..]);
         }
     }
+}
+
+#[test]
+fn a_slow_request_after_many_fast_ones_is_still_overtaken() {
+    // Fast requests first, so the server serves this connection from one thread;
+    // a request that then blocks must not hold back the next one for long.
+    let (_h, t, mut c) = setup(16);
+    let _open = ReleaseOnDrop(t.clone());
+    for _ in 0..50 {
+        for k in 0..8u64 {
+            c.request(0, NBD_CMD_READ, k, 4096 * (k + 1), 4096);
+        }
+        for _ in 0..8 {
+            match c.reply() {
+                Reply::Simple { error: 0, cookie } if cookie < 8 => c.bytes(4096),
+                r => panic!("unexpected reply {r:?}"),
+            };
+        }
+    }
+    c.request(0, NBD_CMD_READ, 100, 0, 512);
+    t.wait_for_waiters(1);
+    c.request(0, NBD_CMD_READ, 101, 8192, 4);
+    c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    match c.reply() {
+        Reply::Simple {
+            error: 0,
+            cookie: 101,
+        } => assert_eq!(c.bytes(4), [0; 4]),
+        r => panic!("the later request did not overtake: {r:?}"),
+    }
+    t.release();
+    assert_eq!(c.simple_error(100), 0);
+    c.bytes(512);
 }

@@ -5,7 +5,7 @@ use crate::export::Errno;
 use crate::proto::{self, be_u16, be_u32, be_u64, err};
 
 /// Largest transfer [`Request::is_quick`] accepts.
-const QUICK_LEN: u32 = 64 << 10;
+const QUICK_LEN: u32 = 256 << 10;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Request {

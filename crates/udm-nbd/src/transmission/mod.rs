@@ -1,11 +1,13 @@
-//! The transmission phase. Every thread of a connection loops: take the read half,
-//! read a request (and its write payload) into its own buffer, let go, run it, take
-//! the write half, send the reply with one vectored write. Replies go out in
-//! completion order; buffers are reused, so the steady state allocates nothing.
+//! The transmission phase. Every thread of a connection loops: take the reader role,
+//! read a request (and its write payload) into its own buffer, hand the role on, run
+//! the request, take the write half, send the reply with one vectored write. Replies
+//! go out in completion order; buffers are reused, so the steady state allocates
+//! nothing.
 //!
-//! When the export answers fast, a thread that finds more complete requests already
-//! buffered takes a few of them at once and sends their replies together: that saves
-//! a thread hand-off per request, which on a busy machine costs more than the I/O.
+//! When the export answers fast (a moving average of its answer times), a thread
+//! also takes the further requests already complete in the read buffer, sends their
+//! replies together, and only lends the reader role while serving them (see
+//! [`role`]): a hand-off per request would cost more than the requests themselves.
 
 mod check;
 mod reply;
@@ -33,12 +35,12 @@ use role::Role;
 
 /// Most requests one thread takes from the read buffer at once.
 const MAX_BATCH: usize = 16;
-/// Requests moving more data than this are never taken as extras of a batch.
-const MAX_BATCH_DATA: usize = 64 << 10;
-/// Batching stays on while the export's average answer time is below this.
-const BATCH_BELOW_NS: u64 = 20_000;
-/// One thread serves alone while the export's average answer time is below this.
-const INLINE_BELOW_NS: u64 = 10_000;
+/// The extra requests of a batch move at most this much data together.
+const MAX_BATCH_DATA: usize = 512 << 10;
+/// An export whose average answer time is below this counts as fast: threads take
+/// batches and keep the reader role while serving them. A hand-off costs a few
+/// microseconds of wake-up; a fast export's whole 128 KiB request costs about 20.
+const FAST_EXPORT_NS: u64 = 40_000;
 /// Replies finished this long ago go out even if the batch is not done.
 const FLUSH_AFTER_NS: u64 = 100_000;
 /// Write payloads from this size on make the reader stop reading ahead.
@@ -69,18 +71,10 @@ impl Session {
             .store(old - old / 8 + ns / 8, Ordering::Relaxed);
     }
 
-    /// Whether the export answers fast enough for one thread to keep reading and
-    /// serving (no hand-off at all).
-    fn serve_inline(&self) -> bool {
-        self.avg_op_ns.load(Ordering::Relaxed) < INLINE_BELOW_NS
-    }
-
-    fn batch_limit(&self) -> usize {
-        if self.avg_op_ns.load(Ordering::Relaxed) < BATCH_BELOW_NS {
-            MAX_BATCH
-        } else {
-            1
-        }
+    /// Whether the export answers fast enough for batches, and for one thread to
+    /// keep reading and serving them (no hand-off at all).
+    fn fast(&self) -> bool {
+        self.avg_op_ns.load(Ordering::Relaxed) < FAST_EXPORT_NS
     }
 }
 
@@ -106,7 +100,7 @@ pub(crate) fn run(conn: &Arc<Conn>, reader: Reader, n: Negotiated, config: &Serv
         reader: Mutex::new(reader),
         writer: Mutex::new(()),
         // Start pessimistic: batching begins once the export proved fast.
-        avg_op_ns: AtomicU64::new(BATCH_BELOW_NS * 4),
+        avg_op_ns: AtomicU64::new(FAST_EXPORT_NS * 4),
     });
     let mut helpers = Vec::new();
     for i in 1..config.threads_per_conn.max(1) {
@@ -129,11 +123,6 @@ pub(crate) fn run(conn: &Arc<Conn>, reader: Reader, n: Negotiated, config: &Serv
         }
     }
     conn.stream.shutdown(std::net::Shutdown::Both);
-    eprintln!(
-        "takeovers {} standby wakes {}",
-        role::TAKEOVERS.load(Ordering::Relaxed),
-        role::WAKES.load(Ordering::Relaxed)
-    );
 }
 
 /// One request of a batch, with the buffer its data lives in.
@@ -193,7 +182,7 @@ impl<'a> Worker<'a> {
                 s.role.release();
                 return;
             }
-            let loan = if s.serve_inline() && self.slots[..n].iter().all(|x| x.req.is_quick()) {
+            let loan = if s.fast() && self.slots[..n].iter().all(|x| x.req.is_quick()) {
                 // Keep the role: cheaper than waking another thread, as long as the
                 // export answers this fast (the standby covers the other case).
                 Some(s.role.lend())
@@ -230,7 +219,7 @@ impl<'a> Worker<'a> {
     /// complete in the buffer, up to the batch limit. Returns how many (0: stop).
     fn receive(&mut self, rd: &mut Reader) -> usize {
         let s = self.s;
-        let limit = s.batch_limit();
+        let limit = if s.fast() { MAX_BATCH } else { 1 };
         let mut n = 0;
         let mut data = 0;
         while n < limit {
@@ -282,6 +271,7 @@ impl<'a> Worker<'a> {
             return Received::Stop;
         }
         conn.request_started();
+        rd.expect_large_payloads(req.cmd == proto::CMD_WRITE && req.len as usize >= LARGE_PAYLOAD);
         let slot = &mut self.slots[i];
         slot.req = req;
         slot.result = None;
@@ -297,7 +287,6 @@ impl<'a> Worker<'a> {
                 slot.result = Some(Err(err::EINVAL));
             } else {
                 let len = req.len as usize;
-                rd.expect_large_payloads(len >= LARGE_PAYLOAD);
                 if slot.buf.len() < len {
                     slot.buf.resize(len, 0);
                 }

@@ -11,12 +11,10 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// A lent role this old is taken over by the standby follower.
-const TAKEOVER_AFTER: Duration = Duration::from_micros(500);
+const TAKEOVER_AFTER: Duration = Duration::from_millis(1);
 /// The standby stops polling after this many checks that found nothing lent.
 const IDLE_CHECKS: u32 = 20;
 
-pub static TAKEOVERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-pub static WAKES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 #[derive(Default)]
 struct State {
     /// A thread holds the role (reading, or lending it).
@@ -71,7 +69,6 @@ impl Role {
                     if at.elapsed() >= TAKEOVER_AFTER {
                         // The lender is stuck in the export: read in its place.
                         st.lent = None;
-                        TAKEOVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         break;
                     }
                 }
@@ -93,7 +90,6 @@ impl Role {
             } else {
                 idle += 1;
             }
-            WAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if idle > IDLE_CHECKS {
                 st.standby_asleep = true;
                 st = self

@@ -511,3 +511,13 @@ impl Export for TestExport {
         self.mem.extents(offset, len, out)
     }
 }
+
+/// Opens the gate when dropped, so a failing test ends instead of leaving the server
+/// waiting on a held read forever.
+pub struct ReleaseOnDrop(pub Arc<TestExport>);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
