@@ -2,6 +2,7 @@
 //! nodes of eight keys (one cache line), stored level by level with implicit child
 //! positions, so there are no pointers and a lookup touches one line per level.
 
+/// Keys per node; the search in [`Index::lookup`] is written for eight.
 const K: usize = 8;
 
 #[derive(Clone, Copy, Debug)]
@@ -62,9 +63,15 @@ impl Index {
     pub fn lookup(&self, sector: u64) -> Option<usize> {
         let mut pos = 0usize;
         for &start in &self.level_starts {
-            let node = &self.nodes.get(start + pos)?.0;
-            // Branch-free count of keys <= sector: the children wholly before it.
-            let c = node.iter().map(|&k| (k <= sector) as usize).sum::<usize>();
+            let n = &self.nodes.get(start + pos)?.0;
+            // Count the keys <= sector (the children wholly before it) with a
+            // branch-free binary search over the sorted node: four dependent compares
+            // in one cache line. (Summing eight compares is slower on baseline x86-64,
+            // which has no 64-bit vector compare.)
+            let mut b = 4 * (n[3] <= sector) as usize;
+            b += 2 * (n[b + 1] <= sector) as usize;
+            b += (n[b] <= sector) as usize;
+            let c = b + (n[b] <= sector) as usize;
             if c == K {
                 return None;
             }
