@@ -6,6 +6,8 @@ use crate::proto::{self, be_u16, be_u32, be_u64, err};
 
 /// Largest transfer [`Request::is_quick`] accepts.
 const QUICK_LEN: u32 = 256 << 10;
+/// Writes up to this size may be served by the thread that read them.
+const QUICK_WRITE_LEN: u32 = 16 << 10;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Request {
@@ -37,9 +39,15 @@ impl Request {
     /// in microseconds. Flushes, FUA, trims, zeroing and large transfers may take
     /// long whatever the average says.
     pub(super) fn is_quick(&self) -> bool {
-        matches!(self.cmd, proto::CMD_READ | proto::CMD_WRITE)
-            && !self.has(proto::CMD_FLAG_FUA)
-            && self.len <= QUICK_LEN
+        let max = match self.cmd {
+            proto::CMD_READ => QUICK_LEN,
+            // A large write's payload is best received by another thread while this
+            // one copies the current payload to the export: both are memory copies,
+            // and only a hand-off lets them overlap on two cores.
+            proto::CMD_WRITE => QUICK_WRITE_LEN,
+            _ => return false,
+        };
+        !self.has(proto::CMD_FLAG_FUA) && self.len <= max
     }
 }
 
