@@ -166,10 +166,24 @@ fn main() -> anyhow::Result<()> {
         Some(dir) => {
             std::fs::create_dir_all(dir)?;
             let source = std::sync::Arc::new(exports::FuseSource::new(engine.clone()));
-            let m = udm_fuse::mount(dir, source, udm_fuse::MountOptions::default())
-                .with_context(|| format!("cannot mount the mapper directory {}", dir.display()))?;
-            tracing::info!(dir = %dir.display(), "mapper directory mounted");
-            Some(m)
+            match udm_fuse::mount(dir, source, udm_fuse::MountOptions::default()) {
+                Ok(m) => {
+                    tracing::info!(dir = %dir.display(), "mapper directory mounted");
+                    Some(m)
+                }
+                // The demo's mapper directory is a convenience: without FUSE access
+                // (e.g. not root) the demo runs with NBD only.
+                Err(e) if args.mapper_dir.is_none() => {
+                    tracing::warn!(dir = %dir.display(), "no mapper directory for the demo: {e}");
+                    None
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "cannot mount the mapper directory {}",
+                        dir.display()
+                    )))
+                }
+            }
         }
         None => None,
     };
@@ -190,7 +204,7 @@ fn main() -> anyhow::Result<()> {
                 println!("  NBD:      nbdinfo 'nbd+unix:///demo-striped?socket={p}'");
             }
         }
-        if let Some(m) = &mapper_dir {
+        if let (Some(m), Some(_)) = (&mapper_dir, &mount) {
             println!(
                 "  files:    {}/demo-striped (losetup -f --show it for a kernel block device)",
                 m.display()
