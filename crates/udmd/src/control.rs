@@ -3,9 +3,7 @@
 //! values (see reference/kernel-dm-facts.md §1). No I/O here.
 
 use udm_core::engine::StatusLine;
-use udm_core::{
-    DevNumber, DevRef, DeviceInfo, DmError, Engine, Errno, RenameTo, StatusType, TargetSpec,
-};
+use udm_core::{DevNumber, DevRef, DeviceInfo, DmError, Engine, RenameTo, StatusType, TargetSpec};
 use udm_ioctl::{flags, Command, DmIoctl, ReplyFrame, HEADER_MIN, HEADER_SIZE, VERSION};
 
 /// Per-connection state (what the kernel keeps per open control fd).
@@ -283,19 +281,10 @@ fn dispatch(
                     uuid: Some(d.uuid()).filter(|u| with_uuid && !u.is_empty()),
                 })
                 .collect();
-            match udm_ioctl::encode_name_list(&entries, with_uuid, capacity) {
-                Some(p) => Ok(Out {
-                    header: h,
-                    payload: Some(p),
-                }),
-                None => {
-                    h.flags |= flags::BUFFER_FULL;
-                    Ok(Out {
-                        header: h,
-                        payload: Some(Vec::new()),
-                    })
-                }
-            }
+            Ok(fitted(
+                h,
+                udm_ioctl::encode_name_list(&entries, with_uuid, capacity),
+            ))
         }
         Command::DevCreate => {
             let minor = if h.flags & flags::PERSISTENT_DEV != 0 {
@@ -418,19 +407,7 @@ fn dispatch(
             let (info, devs) = engine.deps(&dev_ref(&h)?, query_inactive)?;
             dev_status(&mut h, &info);
             let enc: Vec<u64> = devs.iter().map(|d| d.encode()).collect();
-            match udm_ioctl::encode_deps(&enc, capacity) {
-                Some(p) => Ok(Out {
-                    header: h,
-                    payload: Some(p),
-                }),
-                None => {
-                    h.flags |= flags::BUFFER_FULL;
-                    Ok(Out {
-                        header: h,
-                        payload: Some(Vec::new()),
-                    })
-                }
-            }
+            Ok(fitted(h, udm_ioctl::encode_deps(&enc, capacity)))
         }
         Command::TableStatus => {
             let r = dev_ref(&h)?;
@@ -525,26 +502,21 @@ fn table_status(
 }
 
 fn versions_out(
-    mut h: DmIoctl,
+    h: DmIoctl,
     v: &[udm_ioctl::TargetVersion],
     capacity: usize,
 ) -> Result<Out, Failure> {
-    match udm_ioctl::encode_versions(v, capacity) {
-        Some(p) => Ok(Out {
-            header: h,
-            payload: Some(p),
-        }),
-        None => {
-            h.flags |= flags::BUFFER_FULL;
-            Ok(Out {
-                header: h,
-                payload: Some(Vec::new()),
-            })
-        }
-    }
+    Ok(fitted(h, udm_ioctl::encode_versions(v, capacity)))
 }
 
-/// Map an engine errno for logs.
-pub fn errno_name(e: Errno) -> String {
-    e.to_string()
+/// A payload that fit, or (as the kernel does for lists) none at all with
+/// BUFFER_FULL set so that the caller retries with a larger buffer.
+fn fitted(mut h: DmIoctl, payload: Option<Vec<u8>>) -> Out {
+    if payload.is_none() {
+        h.flags |= flags::BUFFER_FULL;
+    }
+    Out {
+        header: h,
+        payload: Some(payload.unwrap_or_default()),
+    }
 }
