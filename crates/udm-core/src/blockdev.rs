@@ -126,19 +126,12 @@ impl FileDev {
             }
         };
         let meta = file.metadata()?;
-        let ft = meta.file_type();
-        let (is_block, number, key) = if ft.is_block_device() {
-            let rdev = meta.rdev();
-            let n = DevNumber::new(libc::major(rdev), libc::minor(rdev));
-            (true, n, (u64::MAX, rdev))
-        } else if ft.is_file() {
-            (
-                false,
-                DevNumber::new(FILE_MAJOR, file_minor),
-                (meta.dev(), meta.ino()),
-            )
+        let key = identity(&meta)?;
+        let is_block = meta.file_type().is_block_device();
+        let number = if is_block {
+            DevNumber::new(libc::major(meta.rdev()), libc::minor(meta.rdev()))
         } else {
-            return Err(io::Error::from_raw_os_error(libc::ENOTBLK));
+            DevNumber::new(FILE_MAJOR, file_minor)
         };
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Ok(FileDev {
@@ -150,6 +143,12 @@ impl FileDev {
             number,
             key,
         })
+    }
+
+    /// The pdev-cache identity of what `path` names, from a stat: lets a cached
+    /// device be reused without opening (and resolving) the path again.
+    pub(crate) fn cache_key(path: &Path) -> io::Result<(u64, u64)> {
+        identity(&std::fs::metadata(path)?)
     }
 
     pub fn path(&self) -> &Path {
@@ -289,6 +288,19 @@ impl Bounce {
     }
     fn slice(&mut self) -> &mut [u8] {
         &mut self.mem[self.start..self.start + self.len]
+    }
+}
+
+/// (st_dev, st_ino) for a regular file, (MAX, rdev) for a block device; anything
+/// else cannot back a target (ENOTBLK).
+fn identity(meta: &std::fs::Metadata) -> io::Result<(u64, u64)> {
+    let ft = meta.file_type();
+    if ft.is_block_device() {
+        Ok((u64::MAX, meta.rdev()))
+    } else if ft.is_file() {
+        Ok((meta.dev(), meta.ino()))
+    } else {
+        Err(io::Error::from_raw_os_error(libc::ENOTBLK))
     }
 }
 

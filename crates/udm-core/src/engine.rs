@@ -248,16 +248,21 @@ impl DevResolver for Resolver<'_> {
         } else {
             PathBuf::from(spec)
         };
-        let minor = inner.next_file_minor.load(Ordering::SeqCst);
-        let fd = FileDev::open(&path, read_only, inner.config.direct_io, minor).map_err(|e| {
+        let io_err = |e: std::io::Error| {
             let errno = Errno::from_io(&e);
             dev_err(errno, errno.to_string())
-        })?;
+        };
+        // Each underlying device is opened once: look it up by identity first.
+        let key = FileDev::cache_key(&path).map_err(io_err)?;
+        if let Some(existing) = reusable(&inner.pdevs.lock(), key, read_only) {
+            return Ok(existing);
+        }
+        let minor = inner.next_file_minor.load(Ordering::SeqCst);
+        let fd = FileDev::open(&path, read_only, inner.config.direct_io, minor).map_err(io_err)?;
         let mut cache = inner.pdevs.lock();
-        if let Some(existing) = cache.get(&fd.key).and_then(Weak::upgrade) {
-            if !existing.read_only() || read_only {
-                return Ok(existing);
-            }
+        // Another load may have opened it meanwhile.
+        if let Some(existing) = reusable(&cache, fd.key, read_only) {
+            return Ok(existing);
         }
         inner.next_file_minor.fetch_add(1, Ordering::SeqCst);
         let fd = Arc::new(fd);
@@ -265,6 +270,19 @@ impl DevResolver for Resolver<'_> {
         cache.retain(|_, w| w.strong_count() > 0);
         Ok(fd)
     }
+}
+
+/// A cached pdev that can serve a table opened `read_only` (a read-only pdev
+/// cannot serve a read-write table).
+fn reusable(
+    cache: &HashMap<(u64, u64), Weak<FileDev>>,
+    key: (u64, u64),
+    read_only: bool,
+) -> Option<Arc<FileDev>> {
+    cache
+        .get(&key)
+        .and_then(Weak::upgrade)
+        .filter(|d| !d.read_only() || read_only)
 }
 
 /// Whether `dev`'s tables (live or staged) reach `target`, through stacked devices.
