@@ -178,15 +178,6 @@ pub fn split_buffer(buf: &[u8]) -> Result<(DmIoctl, &[u8]), DecodeError> {
 /// Build a reply buffer: the header with `data_start` = 312 and
 /// `data_size` = 312 + payload, then the payload.
 pub fn reply_buffer(header: &DmIoctl, payload: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    let size = HEADER_SIZE.saturating_add(payload.len());
-    if size > MAX_DATA_SIZE {
-        return Err(too_large("reply buffer", size));
-    }
-    let mut h = header.clone();
-    h.data_start = HEADER_SIZE as u32;
-    h.data_size = size as u32;
-    let mut buf = Vec::with_capacity(size);
-    buf.extend_from_slice(&h.encode()?);
-    buf.extend_from_slice(payload);
-    Ok(buf)
+    // A request buffer with no room beyond its payload is exactly a reply.
+    request_buffer(header, payload, 0)
 }

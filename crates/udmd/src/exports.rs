@@ -29,20 +29,13 @@ impl ByteDevice {
         self.dev.size_sectors() * SECTOR
     }
 
+    /// Byte-granular I/O; aligned requests go straight through as sector I/O.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        if offset % SECTOR == 0 && buf.len() as u64 % SECTOR == 0 {
-            self.dev.read(offset / SECTOR, buf)
-        } else {
-            self.dev.read_bytes(offset, buf)
-        }
+        self.dev.read_bytes(offset, buf)
     }
 
     pub fn write(&self, offset: u64, buf: &[u8], fua: bool) -> Result<(), Errno> {
-        if offset % SECTOR == 0 && buf.len() as u64 % SECTOR == 0 {
-            self.dev.write(offset / SECTOR, buf, fua)
-        } else {
-            self.dev.write_bytes(offset, buf, fua)
-        }
+        self.dev.write_bytes(offset, buf, fua)
     }
 
     /// Whole sectors inside `[offset, offset+len)`: (first sector, count).
