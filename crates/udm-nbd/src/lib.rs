@@ -19,4 +19,4 @@ mod transmission;
 pub use error::ConnError;
 pub use export::{Backend, BlockSize, Errno, Export, ExportMap, Extent};
 pub use mem::MemExport;
-pub use server::{Server, ServerConfig};
+pub use server::{remove_stale_socket, Server, ServerConfig};

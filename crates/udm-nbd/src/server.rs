@@ -286,8 +286,9 @@ impl Listener {
     }
 }
 
-/// Remove a socket file nobody listens on any more; refuse to touch anything else.
-fn remove_stale_socket(path: &Path) -> io::Result<()> {
+/// Remove a socket file nobody listens on any more; refuse to touch anything else
+/// (a regular file, a socket with a live server). Also used by udmd's control socket.
+pub fn remove_stale_socket(path: &Path) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

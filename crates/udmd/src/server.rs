@@ -33,27 +33,7 @@ fn prepare_path(path: &Path) -> io::Result<()> {
                 .create(dir)?;
         }
     }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) => {
-            use std::os::unix::fs::FileTypeExt;
-            if !meta.file_type().is_socket() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{} exists and is not a socket", path.display()),
-                ));
-            }
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("another daemon is listening on {}", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    Ok(())
+    udm_nbd::remove_stale_socket(path)
 }
 
 impl ControlServer {
