@@ -1,12 +1,14 @@
 //! One client connection: its shared state, and its life from handshake to close.
 
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
+use crate::budget::Budget;
+use crate::error::ConnError;
 use crate::handshake;
 use crate::server::Inner;
 use crate::stream::{Reader, Stream};
@@ -24,10 +26,18 @@ pub(crate) struct Conn {
     stop_reading: AtomicBool,
     /// Requests read but not yet answered.
     in_flight: AtomicUsize,
+    /// The request buffers of its threads.
+    pub budget: Budget,
+    /// HANDSHAKE, TRANSMISSION or TIMED_OUT.
+    phase: AtomicU8,
 }
 
+const HANDSHAKE: u8 = 0;
+const TRANSMISSION: u8 = 1;
+const TIMED_OUT: u8 = 2;
+
 impl Conn {
-    pub(crate) fn new(id: u64, stream: Stream) -> Self {
+    pub(crate) fn new(id: u64, stream: Stream, buffer_budget: usize) -> Self {
         Conn {
             id,
             stream: Arc::new(stream),
@@ -35,7 +45,35 @@ impl Conn {
             closing: AtomicBool::new(false),
             stop_reading: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            budget: Budget::new(buffer_budget),
+            phase: AtomicU8::new(HANDSHAKE),
         }
+    }
+
+    pub(crate) fn in_handshake(&self) -> bool {
+        self.phase.load(Ordering::Acquire) == HANDSHAKE
+    }
+
+    /// The handshake took too long: drop the client, unless it just finished.
+    pub(crate) fn handshake_expired(&self) {
+        if self
+            .phase
+            .compare_exchange(HANDSHAKE, TIMED_OUT, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.abort();
+        }
+    }
+
+    /// Leave the handshake; false when it has timed out meanwhile.
+    fn enter_transmission(&self) -> bool {
+        self.phase
+            .compare_exchange(HANDSHAKE, TRANSMISSION, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn timed_out(&self) -> bool {
+        self.phase.load(Ordering::Acquire) == TIMED_OUT
     }
 
     pub(crate) fn set_export(&self, name: &str) {
@@ -86,6 +124,15 @@ impl Conn {
     }
 }
 
+/// Whether a socket error means the peer went away (rather than a fault).
+fn client_left(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof
+    )
+}
+
 /// Serve one connection on the current thread until it ends.
 pub(crate) fn serve(server: &Inner, conn: &Arc<Conn>) {
     let mut reader = Reader::new(Arc::clone(&conn.stream));
@@ -96,8 +143,22 @@ pub(crate) fn serve(server: &Inner, conn: &Arc<Conn>) {
         server.config.max_request,
     ) {
         Ok(Some(n)) => n,
+        Ok(_) | Err(_) if conn.timed_out() => {
+            info!(
+                conn = conn.id,
+                timeout_secs = server.config.handshake_timeout.as_secs_f64(),
+                "client dropped: no export chosen within the handshake timeout"
+            );
+            return;
+        }
         Ok(None) => {
             debug!(conn = conn.id, "client left during the handshake");
+            return;
+        }
+        // A client that hangs up mid-handshake (a probe of the socket, a client
+        // that gave up) is normal; only protocol errors are worth a warning.
+        Err(ConnError::Io(e)) if client_left(&e) => {
+            debug!(conn = conn.id, error = %e, "client left during the handshake");
             return;
         }
         Err(e) => {
@@ -105,6 +166,13 @@ pub(crate) fn serve(server: &Inner, conn: &Arc<Conn>) {
             return;
         }
     };
+    if !conn.enter_transmission() {
+        info!(
+            conn = conn.id,
+            "client dropped: no export chosen within the handshake timeout"
+        );
+        return;
+    }
     info!(
         conn = conn.id,
         export = negotiated.name,

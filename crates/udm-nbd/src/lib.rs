@@ -6,6 +6,7 @@
 //! [`ServerConfig::threads_per_conn`] threads that share its socket and answer
 //! requests out of order. The protocol is NetworkBlockDevice/nbd `doc/proto.md`.
 
+mod budget;
 mod conn;
 pub mod error;
 pub mod export;

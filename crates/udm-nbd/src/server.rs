@@ -1,21 +1,23 @@
 //! The server: listening sockets, one accept thread each, and the registry of live
 //! connections that `close_export` and `shutdown` act on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tracing::{debug, error, info, warn};
 
+use crate::budget::KEEP_PER_WORKER;
 use crate::conn::{self, Conn};
 use crate::export::Backend;
 use crate::stream::Stream;
@@ -27,6 +29,19 @@ pub struct ServerConfig {
     pub threads_per_conn: usize,
     /// Largest read or write payload accepted, in bytes.
     pub max_request: u32,
+    /// Connections served at once (handshake or transmission); one more is accepted
+    /// and closed at once, before the greeting. At least 1.
+    pub max_connections: usize,
+    /// A client must have chosen an export this long after connecting, or it is
+    /// disconnected. Zero: no limit.
+    pub handshake_timeout: Duration,
+    /// Request buffer bytes one connection may hold at once; a request that would
+    /// pass it waits until the connection's other requests give theirs back. Zero,
+    /// or anything below it, means the least that always lets a `max_request`
+    /// request through: `max_request + threads_per_conn * 2.5 MiB` (each thread keeps
+    /// up to 2 MiB of buffers between requests, and a batch of small requests may
+    /// add 512 KiB without waiting).
+    pub buffer_budget: usize,
 }
 
 impl Default for ServerConfig {
@@ -34,6 +49,9 @@ impl Default for ServerConfig {
         ServerConfig {
             threads_per_conn: 16,
             max_request: 32 << 20,
+            max_connections: 64,
+            handshake_timeout: Duration::from_secs(20),
+            buffer_budget: 0,
         }
     }
 }
@@ -53,6 +71,14 @@ pub(crate) struct Inner {
     listeners: Mutex<Vec<ListenerEntry>>,
     conns: Mutex<HashMap<u64, ConnEntry>>,
     next_id: AtomicU64,
+    /// Connections are being refused (at `max_connections`); logged once per episode.
+    refusing: AtomicBool,
+    /// Connections in their handshake, by deadline (all get the same timeout, so
+    /// accept order is deadline order).
+    handshakes: Mutex<VecDeque<(Instant, Weak<Conn>)>>,
+    handshake_added: Condvar,
+    /// The thread that drops clients whose handshake takes too long.
+    watchdog: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct ListenerEntry {
@@ -80,11 +106,18 @@ impl Drop for DropGuard {
 
 impl Server {
     pub fn new(backend: Arc<dyn Backend>, config: ServerConfig) -> Self {
+        let threads_per_conn = config.threads_per_conn.max(1);
+        // Large enough for the protocol's preferred block, small enough that a
+        // structured read chunk length (8 + payload) fits in 32 bits.
+        let max_request = config.max_request.clamp(4096, 1 << 31);
+        let least_budget = max_request as usize
+            + threads_per_conn * (KEEP_PER_WORKER + crate::transmission::MAX_BATCH_DATA);
         let config = ServerConfig {
-            threads_per_conn: config.threads_per_conn.max(1),
-            // Large enough for the protocol's preferred block, small enough that a
-            // structured read chunk length (8 + payload) fits in 32 bits.
-            max_request: config.max_request.clamp(4096, 1 << 31),
+            threads_per_conn,
+            max_request,
+            max_connections: config.max_connections.max(1),
+            handshake_timeout: config.handshake_timeout,
+            buffer_budget: config.buffer_budget.max(least_budget),
         };
         let inner = Arc::new(Inner {
             backend,
@@ -93,6 +126,10 @@ impl Server {
             listeners: Mutex::new(Vec::new()),
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            refusing: AtomicBool::new(false),
+            handshakes: Mutex::new(VecDeque::new()),
+            handshake_added: Condvar::new(),
+            watchdog: Mutex::new(None),
         });
         Server {
             _guard: Arc::new(DropGuard(Arc::clone(&inner))),
@@ -101,18 +138,22 @@ impl Server {
     }
 
     /// Listen on a Unix socket (replacing a stale socket file) from a new thread.
+    /// The socket is created mode 0600 whatever the umask: NBD has no
+    /// authentication, so who may connect is who may write the socket file (the
+    /// owner may chmod or chgrp it to grant more).
     pub fn listen_unix(&self, path: &Path) -> io::Result<()> {
         remove_stale_socket(path)?;
-        let listener = UnixListener::bind(path)?;
+        let listener = bind_unix_private(path)?;
         info!(path = %path.display(), "NBD server listening");
         self.spawn_listener(Listener::Unix(listener, path.to_owned()))
     }
 
-    /// Listen on TCP (`"host:port"`, or `":port"` for every IPv4 address) from a new
-    /// thread; returns the bound address (useful with port 0).
+    /// Listen on TCP (`"host:port"`, or `":port"` for loopback, 127.0.0.1) from a
+    /// new thread; returns the bound address (useful with port 0). Any host can
+    /// connect to a non-loopback address, and every local user to loopback.
     pub fn listen_tcp(&self, addr: &str) -> io::Result<SocketAddr> {
         let listener = if let Some(port) = addr.strip_prefix(':') {
-            TcpListener::bind(format!("0.0.0.0:{port}"))?
+            TcpListener::bind(format!("127.0.0.1:{port}"))?
         } else {
             TcpListener::bind(addr)?
         };
@@ -150,12 +191,48 @@ impl Server {
         self.inner.conns.lock().len()
     }
 
+    /// The configuration in force (as [`Server::new`] adjusted it).
+    pub fn config(&self) -> ServerConfig {
+        self.inner.config
+    }
+
+    /// Request buffer bytes the open connections hold, in all.
+    pub fn buffer_bytes(&self) -> usize {
+        self.inner
+            .conns
+            .lock()
+            .values()
+            .map(|c| c.conn.budget.held())
+            .sum()
+    }
+
+    /// The most request buffer bytes any open connection held at once.
+    pub fn peak_buffer_bytes(&self) -> usize {
+        self.inner
+            .conns
+            .lock()
+            .values()
+            .map(|c| c.conn.budget.peak())
+            .max()
+            .unwrap_or(0)
+    }
+
     fn spawn_listener(&self, listener: Listener) -> io::Result<()> {
         let listener = Arc::new(listener);
         let mut listeners = self.inner.listeners.lock();
         if self.inner.stopping.load(Ordering::SeqCst) {
             return Err(io::Error::other("server is shut down"));
         }
+        let mut watchdog = self.inner.watchdog.lock();
+        if watchdog.is_none() && !self.inner.config.handshake_timeout.is_zero() {
+            let inner = Arc::clone(&self.inner);
+            *watchdog = Some(
+                thread::Builder::new()
+                    .name("nbd-handshake-timer".into())
+                    .spawn(move || handshake_watchdog(&inner))?,
+            );
+        }
+        drop(watchdog);
         let inner = Arc::clone(&self.inner);
         let l = Arc::clone(&listener);
         let thread = thread::Builder::new()
@@ -186,6 +263,16 @@ impl Inner {
                 let _ = std::fs::remove_file(path);
             }
         }
+        {
+            // Taking the lock orders the wake-up after the watchdog's check.
+            let _q = self.handshakes.lock();
+            self.handshake_added.notify_all();
+        }
+        if let Some(t) = self.watchdog.lock().take() {
+            if t.join().is_err() {
+                error!("handshake watchdog panicked");
+            }
+        }
         let conns: Vec<ConnEntry> = self.conns.lock().drain().map(|(_, c)| c).collect();
         for c in &conns {
             // No new requests; those in flight are answered, then the socket closes.
@@ -203,15 +290,29 @@ impl Inner {
     }
 
     fn spawn_connection(self: &Arc<Self>, stream: Stream) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        stream.enlarge_send_buffer();
-        let conn = Arc::new(Conn::new(id, stream));
         // Hold the registry while spawning, so the thread's own removal comes after
         // its insertion.
         let mut conns = self.conns.lock();
         if self.stopping.load(Ordering::SeqCst) {
             return;
         }
+        if conns.len() >= self.config.max_connections {
+            // Closed before the greeting: the client sees end of file at once, and
+            // costs no thread.
+            if !self.refusing.swap(true, Ordering::Relaxed) {
+                warn!(
+                    limit = self.config.max_connections,
+                    "too many NBD connections; refusing new ones"
+                );
+            } else {
+                debug!("NBD connection refused: at the connection limit");
+            }
+            return;
+        }
+        self.refusing.store(false, Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        stream.enlarge_send_buffer();
+        let conn = Arc::new(Conn::new(id, stream, self.config.buffer_budget));
         let inner = Arc::clone(self);
         let c = Arc::clone(&conn);
         let spawned = thread::Builder::new()
@@ -222,6 +323,7 @@ impl Inner {
             });
         match spawned {
             Ok(thread) => {
+                self.watch_handshake(&conn);
                 conns.insert(
                     id,
                     ConnEntry {
@@ -231,6 +333,46 @@ impl Inner {
                 );
             }
             Err(e) => error!(error = %e, "cannot spawn a connection thread"),
+        }
+    }
+}
+
+impl Inner {
+    /// Give `conn` until the handshake timeout to choose an export.
+    fn watch_handshake(&self, conn: &Arc<Conn>) {
+        let timeout = self.config.handshake_timeout;
+        if timeout.is_zero() {
+            return;
+        }
+        let mut q = self.handshakes.lock();
+        if q.len() > 4 * self.config.max_connections {
+            // Many short connections: forget those already done with the handshake.
+            q.retain(|(_, c)| c.upgrade().is_some_and(|c| c.in_handshake()));
+        }
+        q.push_back((Instant::now() + timeout, Arc::downgrade(conn)));
+        self.handshake_added.notify_one();
+    }
+}
+
+/// Drop every client still in its handshake at its deadline.
+fn handshake_watchdog(inner: &Inner) {
+    let mut q = inner.handshakes.lock();
+    loop {
+        if inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(&(deadline, _)) = q.front() else {
+            inner.handshake_added.wait(&mut q);
+            continue;
+        };
+        if Instant::now() < deadline {
+            inner.handshake_added.wait_until(&mut q, deadline);
+            continue;
+        }
+        if let Some((_, c)) = q.pop_front() {
+            if let Some(c) = c.upgrade() {
+                c.handshake_expired();
+            }
         }
     }
 }
@@ -284,6 +426,50 @@ impl Listener {
             }
         }
     }
+}
+
+/// Bind and listen on a Unix socket at `path` created mode 0600: the mode is set on
+/// the socket before bind, so the file never exists with the umask's mode.
+fn bind_unix_private(path: &Path) -> io::Result<UnixListener> {
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; all-zero is a valid (empty) address.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: a Unix socket path must be 1 to {} bytes without NUL",
+                path.display(),
+                addr.sun_path.len() - 1
+            ),
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: socket has no memory preconditions; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let raw = fd.as_raw_fd();
+    // SAFETY: fchmod on the socket we own.
+    if unsafe { libc::fchmod(raw, 0o600) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: bind reads exactly `len` bytes of `addr`, which lives across the call.
+    if unsafe { libc::bind(raw, (&addr as *const libc::sockaddr_un).cast(), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: listen on the socket we own.
+    if unsafe { libc::listen(raw, 128) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(UnixListener::from(fd))
 }
 
 /// Remove a socket file nobody listens on any more; refuse to touch anything else

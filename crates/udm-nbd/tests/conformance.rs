@@ -227,6 +227,7 @@ fn simple_replies_and_their_errors() {
     let config = ServerConfig {
         threads_per_conn: 4,
         max_request: MIB as u32,
+        ..ServerConfig::default()
     };
     let h = Harness::with_config(&[("disk", m.clone()), ("ro", ro)], config);
     let mut c = h.raw();
@@ -313,6 +314,7 @@ fn structured_replies_and_block_status() {
     let config = ServerConfig {
         threads_per_conn: 16,
         max_request: 65536,
+        ..ServerConfig::default()
     };
     let h = Harness::with_config(&[("disk", m as Arc<dyn Export>)], config);
     let mut c = h.raw();
@@ -413,6 +415,7 @@ fn oversized_write_is_answered_then_the_connection_closes() {
     let config = ServerConfig {
         threads_per_conn: 2,
         max_request: MIB as u32,
+        ..ServerConfig::default()
     };
     let h = Harness::with_config(&[("disk", mem(4 * MIB))], config);
     let mut c = h.raw();

@@ -222,11 +222,8 @@ impl udm_nbd::Backend for NbdBackend {
 }
 
 /// Start an NBD server over the engine; removed devices close their connections.
-pub fn start_nbd(engine: &Engine) -> udm_nbd::Server {
-    let server = udm_nbd::Server::new(
-        Arc::new(NbdBackend::new(engine.clone())),
-        udm_nbd::ServerConfig::default(),
-    );
+pub fn start_nbd(engine: &Engine, config: udm_nbd::ServerConfig) -> udm_nbd::Server {
+    let server = udm_nbd::Server::new(Arc::new(NbdBackend::new(engine.clone())), config);
     let s2 = server.clone();
     engine.subscribe(move |ev| match ev {
         EngineEvent::Removed { name, .. } | EngineEvent::Renamed { old: name, .. } => {

@@ -25,6 +25,16 @@ struct Args {
     /// Serve NBD on `unix:PATH`, `tcp:PORT` (loopback), or `tcp:HOST:PORT`; repeatable.
     #[arg(long = "nbd", value_name = "ADDR")]
     nbd: Vec<String>,
+    /// Most NBD connections served at once; more are closed at once, unanswered.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    nbd_max_connections: u32,
+    /// Seconds an NBD client may take to choose an export before it is dropped (0: no limit).
+    #[arg(long, value_name = "SECS", default_value_t = 20)]
+    nbd_handshake_timeout: u64,
+    /// MiB of request buffers one NBD connection may hold [default: the least that
+    /// serves a 32 MiB request: 72]; larger requests wait for room.
+    #[arg(long, value_name = "MIB")]
+    nbd_buffer_budget: Option<usize>,
     /// Mount a FUSE directory where each device is a file.
     #[arg(long, value_name = "DIR")]
     mapper_dir: Option<PathBuf>,
@@ -137,7 +147,15 @@ fn main() -> anyhow::Result<()> {
     let server = if nbd.is_empty() {
         None
     } else {
-        Some(exports::start_nbd(&engine))
+        Some(exports::start_nbd(
+            &engine,
+            udm_nbd::ServerConfig {
+                max_connections: args.nbd_max_connections as usize,
+                handshake_timeout: std::time::Duration::from_secs(args.nbd_handshake_timeout),
+                buffer_budget: args.nbd_buffer_budget.unwrap_or(0).saturating_mul(1 << 20),
+                ..udm_nbd::ServerConfig::default()
+            },
+        ))
     };
     if let Some(server) = &server {
         for addr in &nbd {

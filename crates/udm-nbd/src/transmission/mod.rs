@@ -2,7 +2,9 @@
 //! read a request (and its write payload) into its own buffer, hand the role on, run
 //! the request, take the write half, send the reply with one vectored write. Replies
 //! go out in completion order; buffers are reused, so the steady state allocates
-//! nothing.
+//! nothing. A thread keeps up to [`KEEP_PER_WORKER`] of request buffers between
+//! requests and frees the rest once their reply is sent; all of a connection's
+//! buffers count against its [`Budget`](crate::budget::Budget).
 //!
 //! When the export answers fast (a moving average of its answer times), a thread
 //! also takes the further requests already complete in the read buffer, sends their
@@ -22,6 +24,7 @@ use std::time::Instant;
 
 use tracing::{debug, error, warn};
 
+use crate::budget::{self, KEEP_PER_WORKER};
 use crate::conn::Conn;
 use crate::error::ConnError;
 use crate::export::{Errno, Export, Extent};
@@ -36,7 +39,7 @@ use role::Role;
 /// Most requests one thread takes from the read buffer at once.
 const MAX_BATCH: usize = 16;
 /// The extra requests of a batch move at most this much data together.
-const MAX_BATCH_DATA: usize = 512 << 10;
+pub(crate) const MAX_BATCH_DATA: usize = 512 << 10;
 /// An export whose average answer time is below this counts as fast: threads take
 /// batches and keep the reader role while serving them. A hand-off costs a few
 /// microseconds of wake-up; a fast export's whole 128 KiB request costs about 20.
@@ -131,7 +134,8 @@ struct Slot {
     req: Request,
     /// The answer, when known before running (or after).
     result: Option<Result<(), u32>>,
-    /// Write payload or read data; grows, never shrinks.
+    /// Write payload or read data; grows, freed after the reply when the worker
+    /// keeps too much (see [`Worker::trim_buffers`]).
     buf: Vec<u8>,
     /// End of this reply's header in the worker's header buffer.
     hdr_end: usize,
@@ -146,6 +150,14 @@ struct Worker<'a> {
     /// Reply headers (and small payloads) of the current batch, back to back.
     hdr: Vec<u8>,
     extents: Vec<Extent>,
+}
+
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        for slot in &mut self.slots {
+            budget::free(&mut slot.buf, &self.s.conn.budget);
+        }
+    }
 }
 
 enum Received {
@@ -206,11 +218,27 @@ impl<'a> Worker<'a> {
                 s.conn.request_done();
             }
             holding = loan.is_some_and(|l| s.role.reclaim(l));
+            self.trim_buffers();
             if self.hdr.capacity() > KEEP_SCRATCH {
                 self.hdr = Vec::with_capacity(64 * MAX_BATCH);
             }
             if self.extents.capacity() > KEEP_SCRATCH / 16 {
                 self.extents = Vec::new();
+            }
+        }
+    }
+
+    /// Keep at most [`KEEP_PER_WORKER`] of request buffers (the first slots' first:
+    /// they are the ones every batch uses); free the others. Nothing changes, and
+    /// nothing is freed, while the requests are of ordinary sizes.
+    fn trim_buffers(&mut self) {
+        let mut kept = 0;
+        for slot in &mut self.slots {
+            let cap = slot.buf.capacity();
+            if kept + cap <= KEEP_PER_WORKER {
+                kept += cap;
+            } else {
+                budget::free(&mut slot.buf, &self.s.conn.budget);
             }
         }
     }
@@ -287,9 +315,10 @@ impl<'a> Worker<'a> {
                 slot.result = Some(Err(err::EINVAL));
             } else {
                 let len = req.len as usize;
-                if slot.buf.len() < len {
-                    slot.buf.resize(len, 0);
-                }
+                // Only the first request of a batch may wait for room: a batch's
+                // others are small (MAX_BATCH_DATA), and waiting for them while
+                // holding the first could wait for ever.
+                budget::grow(&mut slot.buf, len, &conn.budget, i == 0);
                 if let Err(e) = rd.read_exact(&mut slot.buf[..len]) {
                     debug!(conn = conn.id, error = %e, "reading a write payload failed");
                     conn.stop_reading();
@@ -315,7 +344,7 @@ impl<'a> Worker<'a> {
             Some(r) => r,
             None => {
                 let start = Instant::now();
-                let r = execute_guarded(s, &req, &mut slot.buf, &mut self.extents);
+                let r = execute_guarded(s, &req, &mut slot.buf, i == 0, &mut self.extents);
                 s.record_op(start.elapsed().as_nanos() as u64);
                 r
             }
@@ -387,9 +416,10 @@ fn execute_guarded(
     s: &Session,
     req: &Request,
     buf: &mut Vec<u8>,
+    may_wait: bool,
     extents: &mut Vec<Extent>,
 ) -> Result<(), u32> {
-    match panic::catch_unwind(AssertUnwindSafe(|| execute(s, req, buf, extents))) {
+    match panic::catch_unwind(AssertUnwindSafe(|| execute(s, req, buf, may_wait, extents))) {
         Ok(r) => r,
         Err(_) => {
             error!(
@@ -407,6 +437,7 @@ fn execute(
     s: &Session,
     req: &Request,
     buf: &mut Vec<u8>,
+    may_wait: bool,
     extents: &mut Vec<Extent>,
 ) -> Result<(), u32> {
     check::check(&s.limits, req)?;
@@ -418,9 +449,7 @@ fn execute(
     let r = match req.cmd {
         _ if len == 0 && req.cmd != proto::CMD_FLUSH => Ok(()),
         proto::CMD_READ => {
-            if buf.len() < len {
-                buf.resize(len, 0);
-            }
+            budget::grow(buf, len, &s.conn.budget, may_wait);
             e.read(off, &mut buf[..len])
         }
         proto::CMD_WRITE => e.write(off, &buf[..len], fua),
