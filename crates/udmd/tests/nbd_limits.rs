@@ -298,3 +298,56 @@ fn connect_when_free(sock: &Path) -> UnixStream {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn idle_connections_after_large_reads_give_the_memory_back() {
+    const BIG: u32 = 32 << 20;
+    let d = Udmd::start("022", "warn", "unix:{dir}/nbd.sock", &[]);
+    let sock = d.path("nbd.sock");
+    d.wait_for("the NBD socket", || sock.exists());
+    d.udmsetup(&["create", "z", "--table", "0 131072 zero"]);
+    let mut conns: Vec<UnixStream> = (0..4).map(|_| connect(&sock)).collect();
+    for s in &mut conns {
+        enter(s, "z");
+        // Four 32 MiB reads in flight: four threads of the connection get a buffer each.
+        for k in 0..4u64 {
+            let mut m = 0x2560_9513u32.to_be_bytes().to_vec();
+            m.extend_from_slice(&[0, 0, 0, 0]);
+            m.extend_from_slice(&k.to_be_bytes());
+            m.extend_from_slice(&0u64.to_be_bytes());
+            m.extend_from_slice(&BIG.to_be_bytes());
+            s.write_all(&m).unwrap();
+        }
+    }
+    let mut data = vec![0u8; BIG as usize];
+    for s in &mut conns {
+        for _ in 0..4 {
+            let mut h = [0u8; 16];
+            s.read_exact(&mut h).unwrap();
+            assert_eq!(&h[4..8], &[0, 0, 0, 0], "read error");
+            s.read_exact(&mut data).unwrap();
+        }
+    }
+    // Every reply is in; the buffers go back right after each send completes.
+    let pid = d.child.id();
+    let t0 = Instant::now();
+    while rss_kib(pid) > 160 << 10 && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rss = rss_kib(pid);
+    assert!(
+        rss <= 160 << 10,
+        "udmd keeps {} MiB resident for 4 idle connections",
+        rss >> 10
+    );
+}
