@@ -341,15 +341,19 @@ impl Inner {
     /// Give `conn` until the handshake timeout to choose an export.
     fn watch_handshake(&self, conn: &Arc<Conn>) {
         let timeout = self.config.handshake_timeout;
-        if timeout.is_zero() {
+        // Zero, or too far in the future to represent: no limit.
+        let Some(deadline) = Instant::now()
+            .checked_add(timeout)
+            .filter(|_| !timeout.is_zero())
+        else {
             return;
-        }
+        };
         let mut q = self.handshakes.lock();
         if q.len() > 4 * self.config.max_connections {
             // Many short connections: forget those already done with the handshake.
             q.retain(|(_, c)| c.upgrade().is_some_and(|c| c.in_handshake()));
         }
-        q.push_back((Instant::now() + timeout, Arc::downgrade(conn)));
+        q.push_back((deadline, Arc::downgrade(conn)));
         self.handshake_added.notify_one();
     }
 }
