@@ -20,6 +20,7 @@ pub fn run(ctx: &mut Ctx, args: &[String]) -> CmdResult {
         return ctx.fail(&format!("Name \"{name}\" invalid. It contains \"/\"."));
     }
     let name = ctx.check_name(name)?;
+    let name = ctx.mangle(&name, "name")?;
     let table = if ctx.opts.notable {
         ParsedTable::default()
     } else {
@@ -38,6 +39,7 @@ pub fn run(ctx: &mut Ctx, args: &[String]) -> CmdResult {
         if udm_ioctl::check_uuid(&u).is_err() {
             return ctx.fail(&format!("UUID \"{u}\" too long."));
         }
+        let u = ctx.mangle(&u, "UUID")?;
         create.header.uuid = u.clone();
         create.label.uuid = u;
     }

@@ -12,6 +12,7 @@ use crate::args::Opts;
 use crate::client::{default_socket_path, initial_capacity, Client, ClientError, Command, Reply};
 use crate::format::report::Report;
 use crate::format::{ioctl_error, rewrite_detail, DevLabel, DeviceInfo};
+use crate::mangle::{self, Mangling};
 
 /// A failure whose message is already on stderr; the caller adds
 /// `Command failed.`.
@@ -109,6 +110,8 @@ pub struct Ctx<'a> {
     pub multiple: bool,
     /// The dependency graph, built once per invocation when needed.
     pub graph: Option<crate::format::tree::DepGraph>,
+    /// `--manglename` (or its default).
+    pub mangling: Mangling,
 }
 
 impl<'a> Ctx<'a> {
@@ -130,6 +133,7 @@ impl<'a> Ctx<'a> {
             concise_started: false,
             multiple: false,
             graph: None,
+            mangling: Mangling::Auto,
         }
     }
 
@@ -177,7 +181,14 @@ impl<'a> Ctx<'a> {
         let capacity = initial_capacity(task.cmd, task.payload.len());
         let client = self.client()?;
         match client.call(task.cmd, task.header.clone(), &task.payload, capacity) {
-            Ok(r) => Ok(r),
+            Ok(mut r) => {
+                if r.ok() {
+                    let mode = self.mangling;
+                    r.header.name = self.unmangle(&r.header.name, "name", mode)?;
+                    r.header.uuid = self.unmangle(&r.header.uuid, "UUID", mode)?;
+                }
+                Ok(r)
+            }
             Err(e @ (ClientError::BufferFull | ClientError::BufferMax { .. })) => {
                 self.fail(&e.to_string())
             }
@@ -185,6 +196,39 @@ impl<'a> Ctx<'a> {
                 // The connection is of no further use.
                 self.client = None;
                 self.fail(&format!("udmsetup: {e}"))
+            }
+        }
+    }
+
+    /// A name or uuid the daemon returned, as shown (see [`mangle`]).
+    pub fn unmangle(
+        &mut self,
+        s: &str,
+        what: &'static str,
+        mode: Mangling,
+    ) -> Result<String, Failed> {
+        match mangle::unmangle(s, what, mode) {
+            Ok(v) => Ok(v),
+            Err(e) => self.fail(&e.to_string()),
+        }
+    }
+
+    /// A name or uuid from the command line, as sent (see [`mangle`]).
+    pub fn mangle(&mut self, s: &str, what: &'static str) -> Result<String, Failed> {
+        let limit = if what == "UUID" {
+            udm_ioctl::UUID_LEN
+        } else {
+            udm_ioctl::NAME_LEN
+        };
+        match mangle::mangle(s, what, self.mangling, limit) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.error(&e.to_string());
+                let kind = if what == "UUID" { "uuid" } else { "name" };
+                self.fail(&format!(
+                    "Failed to mangle device {kind} \"{}\".",
+                    mangle::escape_controls(s)
+                ))
             }
         }
     }
@@ -213,10 +257,15 @@ impl<'a> Ctx<'a> {
     /// The device a command works on: `arg`, else `-u`, else `-j/-m`.
     pub fn device(&mut self, arg: Option<&str>) -> Result<DevRef, Failed> {
         if let Some(name) = arg {
-            return self.check_name(name).map(DevRef::Name);
+            let checked = self.check_name(name)?;
+            if name.contains('/') {
+                // A path names an existing node: libdm never mangles it.
+                return Ok(DevRef::Name(checked));
+            }
+            return self.mangle(&checked, "name").map(DevRef::Name);
         }
         if let Some(u) = self.opts.uuid.clone() {
-            return Ok(DevRef::Uuid(u));
+            return self.mangle(&u, "UUID").map(DevRef::Uuid);
         }
         if let (Some(ma), Some(mi)) = (self.opts.major, self.opts.minor) {
             return Ok(DevRef::DevNo(ma as u32, mi as u32));

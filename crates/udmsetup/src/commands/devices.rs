@@ -13,7 +13,13 @@ use crate::format::DeviceInfo;
 pub fn list(ctx: &mut Ctx) -> Result<Vec<NameListEntry>, Failed> {
     let reply = ctx.run(&Task::new(Command::ListDevices, "names"))?;
     match decode_name_list(&reply.payload) {
-        Ok(l) => Ok(l),
+        Ok(mut l) => {
+            let mode = ctx.mangling;
+            for d in &mut l {
+                d.name = ctx.unmangle(&d.name, "name", mode)?;
+            }
+            Ok(l)
+        }
         Err(e) => ctx.fail(&format!("udmsetup: malformed device list: {e}")),
     }
 }

@@ -44,6 +44,7 @@ pub fn add_report_row(ctx: &mut Ctx, info: DeviceInfo) -> CmdResult {
     let needs = ctx.report.as_ref().map_or(Needs::Info, |r| r.needs());
     let mut row = RowData {
         info,
+        mangling: ctx.mangling,
         ..Default::default()
     };
     if needs != Needs::Info {

@@ -35,7 +35,11 @@ pub fn run(ctx: &mut Ctx, _args: &[String]) -> CmdResult {
                 .push(json!({"name": d.name, "major": ma, "minor": mi,
                                  "event_nr": d.event_nr, "dev_name": dev_name}));
         } else {
-            s += &ls_line(&d.name, ma, mi, dev_name.as_deref());
+            // Names are shown unmangled; a control character never reaches
+            // the terminal raw, whatever the mangling mode.
+            let name = crate::mangle::escape_controls(&d.name);
+            let dev_name = dev_name.map(|n| crate::mangle::escape_controls(&n));
+            s += &ls_line(&name, ma, mi, dev_name.as_deref());
             s.push('\n');
         }
     }

@@ -102,6 +102,7 @@ fn usage() -> String {
         "Usage:\n\nudmsetup\n        [--version] [-h|--help [-c|-C|--columns]]\n        \
          [--socket <path>] [--json]\n        \
          [-v|--verbose [-v|--verbose ...]] [-f|--force]\n        \
+         [--manglename {none|hex|auto}]\n        \
          [-r|--readonly] [--noopencount] [--noflush] [--nolockfs] [--inactive]\n        \
          [--udevcookie <cookie>] [--noudevrules] [--noudevsync] [--verifyudev]\n        \
          [-y|--yes] [--readahead {[+]<sectors>|auto|none}] [--retry]\n        \
@@ -210,6 +211,14 @@ fn dispatch(ctx: &mut Ctx) -> i32 {
         ctx.error(&format!("udmsetup: {o} is not supported."));
         ctx.error("Couldn't process command line.");
         return 1;
+    }
+    match crate::mangle::Mangling::from_option(ctx.opts.manglename.as_deref()) {
+        Ok(m) => ctx.mangling = m,
+        Err(_) => {
+            ctx.error("Unknown name mangling mode.");
+            ctx.error("Couldn't process command line.");
+            return 1;
+        }
     }
     let mut args = std::mem::take(&mut ctx.opts.args);
     let name = if ctx.opts.help {

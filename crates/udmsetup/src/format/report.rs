@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::DeviceInfo;
 use super::READ_AHEAD;
+use crate::mangle::{mangled_field, unmangled_field, Mangling};
 
 /// Which facts a field needs beyond the device's info.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -286,6 +287,8 @@ pub struct RowData {
     /// Names and numbers of the udm devices using this one.
     pub ref_names: Vec<String>,
     pub ref_devnos: Vec<(u32, u32)>,
+    /// The mangling mode the names were shown with.
+    pub mangling: Mangling,
 }
 
 fn devnos(v: &[(u32, u32)]) -> String {
@@ -299,8 +302,12 @@ fn devnos(v: &[(u32, u32)]) -> String {
 pub fn field_value(field: &FieldDef, row: &RowData) -> String {
     let i = &row.info;
     match field.id {
-        "name" | "mangled_name" | "unmangled_name" => i.name.clone(),
-        "uuid" | "mangled_uuid" | "unmangled_uuid" => i.uuid.clone(),
+        "name" => i.name.clone(),
+        "mangled_name" => mangled_field(&i.name, row.mangling),
+        "unmangled_name" => unmangled_field(&i.name, row.mangling),
+        "uuid" => i.uuid.clone(),
+        "mangled_uuid" => mangled_field(&i.uuid, row.mangling),
+        "unmangled_uuid" => unmangled_field(&i.uuid, row.mangling),
         "read_ahead" => READ_AHEAD.to_string(),
         "blkdevname" => format!("dm-{}", i.minor),
         "attr" => i.attr(),

@@ -276,6 +276,7 @@ fn report_deps_and_tree_fields() {
         devs_used: vec![],
         ref_names: vec!["top".into(), "top2".into()],
         ref_devnos: vec![(254, 2), (254, 3)],
+        ..Default::default()
     });
     r.add_row(&RowData {
         info: info("top", 2, ""),
