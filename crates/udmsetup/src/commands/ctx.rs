@@ -42,6 +42,9 @@ pub struct Task {
     /// For TABLE_LOAD: the source line of each spec, to rewrite the
     /// daemon's `line K:` detail.
     pub lines: Vec<usize>,
+    /// For TABLE_LOAD: per spec, a precise reason to show instead of the
+    /// daemon's when it refuses that spec (see `ParsedTable::notes`).
+    pub notes: Vec<Option<String>>,
 }
 
 impl Task {
@@ -53,6 +56,7 @@ impl Task {
             payload: Vec::new(),
             label: DevLabel::default(),
             lines: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -238,7 +242,7 @@ impl<'a> Ctx<'a> {
     pub fn report_ioctl_error(&mut self, task: &Task, reply: &Reply) {
         self.error(&ioctl_error(task.name, &task.label, reply.errno));
         if !reply.detail.is_empty() {
-            let detail = rewrite_detail(&reply.detail, &task.lines);
+            let detail = rewrite_detail(&reply.detail, &task.lines, &task.notes);
             self.error(&format!("udm: {detail}"));
         }
     }

@@ -91,18 +91,18 @@ fn ioctl_error_lines() {
 fn detail_line_numbers_are_rewritten_to_source_lines() {
     let lines = [3, 5, 9];
     assert_eq!(
-        rewrite_detail("line 2: zero: Gap in table", &lines),
+        rewrite_detail("line 2: zero: Gap in table", &lines, &[]),
         "line 5: zero: Gap in table"
     );
-    assert_eq!(rewrite_detail("line 1:x", &lines), "line 3:x");
+    assert_eq!(rewrite_detail("line 1:x", &lines, &[]), "line 3:x");
     assert_eq!(
-        rewrite_detail("line 4: out of range", &lines),
+        rewrite_detail("line 4: out of range", &lines, &[]),
         "line 4: out of range"
     );
-    assert_eq!(rewrite_detail("line 0: zero", &lines), "line 0: zero");
-    assert_eq!(rewrite_detail("linear: bad", &lines), "linear: bad");
-    assert_eq!(rewrite_detail("line x: y", &lines), "line x: y");
-    assert_eq!(rewrite_detail("", &lines), "");
+    assert_eq!(rewrite_detail("line 0: zero", &lines, &[]), "line 0: zero");
+    assert_eq!(rewrite_detail("linear: bad", &lines, &[]), "linear: bad");
+    assert_eq!(rewrite_detail("line x: y", &lines, &[]), "line x: y");
+    assert_eq!(rewrite_detail("", &lines, &[]), "");
 }
 
 #[test]

@@ -307,10 +307,18 @@ impl FakeKernel {
                     s.target_type
                 ));
             }
+            // As udmd: the end must fit in the kernel's sector_t range.
+            let Some(end) = s
+                .sector_start
+                .checked_add(s.length)
+                .filter(|&e| e <= u64::MAX >> 9)
+            else {
+                return Err(format!("line {line}: {}: too large device", s.target_type));
+            };
             if s.sector_start != next {
                 return Err(format!("line {line}: {}: Gap in table", s.target_type));
             }
-            next = s.sector_start + s.length;
+            next = end;
         }
         Ok(())
     }
