@@ -18,6 +18,7 @@ mod remove;
 mod remove_all;
 mod rename;
 mod setgeometry;
+mod splitname;
 mod status;
 mod suspend;
 mod target_version;
@@ -95,6 +96,7 @@ const COMMANDS: &[CommandSpec] = &[
     cmd!("targets", "", 0, Some(0), No, targets::run),
     cmd!("version", "", 0, Some(0), No, version::run),
     cmd!("setgeometry", "<device> <cyl> <head> <sect> <start>", 5, Some(5), No, setgeometry::run),
+    cmd!("splitname", "<device> [<subsystem>]", 1, Some(2), No, splitname::run),
 ];
 
 fn usage() -> String {
@@ -241,7 +243,7 @@ fn dispatch(ctx: &mut Ctx) -> i32 {
         let _ = ctx.err.write_all(usage().as_bytes());
         return 1;
     }
-    if ctx.opts.columns && spec.name != "help" {
+    if ctx.opts.columns && spec.name != "help" && spec.name != "splitname" {
         match crate::format::report::Report::new(
             ctx.opts.options.as_deref(),
             ctx.opts.noheadings,
