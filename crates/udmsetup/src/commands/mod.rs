@@ -7,6 +7,7 @@ pub mod ctx;
 pub mod devices;
 
 mod clear;
+mod concise;
 mod create;
 mod deps;
 pub mod info;
@@ -72,7 +73,7 @@ const COMMANDS: &[CommandSpec] = &[
     cmd!("help", "[-c|-C|--columns]", 0, Some(0), No, help),
     cmd!(
         "create",
-        "<dev_name>\n\t    [-j|--major <major> -m|--minor <minor>]\n\t    [-u|--uuid <uuid>] [-r|--readonly]\n\t    [-n|--notable|--table {<table>|<table_file>}]",
+        "<dev_name>\n\t    [-j|--major <major> -m|--minor <minor>]\n\t    [-u|--uuid <uuid>] [-r|--readonly]\n\t    [-n|--notable|--table {<table>|<table_file>}]\n\tcreate --concise [<concise_device_spec_list>]",
         0, Some(2), No, create::run
     ),
     cmd!("remove", "[--deferred] [-f|--force] [--retry] <device>...", 0, None, PerArg, remove::run),
@@ -114,7 +115,13 @@ fn usage() -> String {
         s += &format!("\t{} {}\n", c.name, c.usage);
     }
     s += "\n<device> may be device name or (if only one) -u <uuid> or -j <major> -m <minor>\n\
+          <mangling_mode> is one of 'none', 'auto' and 'hex'.\n\
           <fields> are comma-separated.  Use 'help -c' for list.\n\
+          <concise_device_specification> has single-device entries separated by semi-colons:\n    \
+          <name>,<uuid>,<minor>,<flags>,<table>\n        \
+          where <flags> is 'ro' or 'rw' (the default) and any of <uuid>, <minor>\n        \
+          and <flags> may be empty. Separate extra table lines with commas.\n    \
+          E.g.: dev1,,,,0 100 linear 253:1 0,100 100 error;dev2,,,ro,0 1 error\n\
           Table_file contents may be supplied on stdin.\n\
           Options are: devno, devname, blkdevname.\n\
           Tree specific options are: ascii, utf, vt100; compact, inverted, notrunc;\n                           \
