@@ -10,7 +10,6 @@
 mod common;
 
 use common::*;
-use udm_ioctl::*;
 
 #[track_caller]
 fn ok(o: &Outcome, out: &str) {

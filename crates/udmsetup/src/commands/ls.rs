@@ -183,10 +183,20 @@ fn tree(ctx: &mut Ctx) -> CmdResult {
                     let uses: Vec<Value> = graph
                         .children((n.major, n.minor))
                         .iter()
-                        .map(|u| json!({"name": u.name, "major": u.major, "minor": u.minor}))
+                        .map(|u| {
+                            let mut v = json!({"name": u.name, "major": u.major, "minor": u.minor});
+                            if let Some(p) = &u.path {
+                                v["path"] = json!(p);
+                            }
+                            v
+                        })
                         .collect();
-                    json!({"name": n.name, "major": n.major, "minor": n.minor,
-                           "udm_device": n.info.is_some(), "uses": uses})
+                    let mut v = json!({"name": n.name, "major": n.major, "minor": n.minor,
+                           "udm_device": n.info.is_some(), "uses": uses});
+                    if let Some(p) = &n.path {
+                        v["path"] = json!(p);
+                    }
+                    v
                 })
                 .collect(),
         ));

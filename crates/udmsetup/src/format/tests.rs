@@ -356,6 +356,7 @@ fn stacked() -> DepGraph {
             }),
             deps,
             blkdevname: Some(format!("dm-{mi}")),
+            path: None,
         };
         match (ma, mi) {
             (254, 0) => dm("base", "", vec![(7, 0)], 2),
@@ -366,6 +367,7 @@ fn stacked() -> DepGraph {
                 info: None,
                 deps: vec![],
                 blkdevname: Some("loop0".into()),
+                path: None,
             },
         }
     };
@@ -424,6 +426,7 @@ fn tree_truncates_at_the_width() {
         info: Some(info(long, mi, uuid)),
         deps: vec![],
         blkdevname: Some(format!("dm-{mi}")),
+        path: None,
     };
     let g = DepGraph::build(&[(254, 2)], &facts);
     let o = TreeOptions::parse(Some("ascii,uuid,active,rw,open,blkdevname"), false, 80).unwrap();
