@@ -67,6 +67,16 @@ fn deps_and_tree_name_files_by_path() {
 }
 
 #[test]
+fn blkdevs_used_shows_the_path() {
+    let d = files();
+    ok(
+        &d.run(&["info", "-c", "-o", "name,devnos_used,blkdevs_used", "f1"]),
+        "Name             DevNosUsed       BlkDevNamesUsed           \n\
+         f1               0:2,254:0,0:1    /srv/b.img,dm-0,/srv/a.img\n",
+    );
+}
+
+#[test]
 fn json_carries_the_path() {
     let d = files();
     let o = d.run(&["deps", "--json", "f1"]);
