@@ -193,3 +193,45 @@ fn raw_names_that_need_mangling_are_refused_as_dmsetup_does() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stderr), refused);
 }
+
+#[test]
+fn remove_all_force_addresses_listed_devices_by_their_stored_name() {
+    let (d, k) = FakeDaemon::kernel();
+    k.lock().unwrap().add("a\\x20b", "", zero8());
+    k.lock()
+        .unwrap()
+        .devs
+        .get_mut("a\\x20b")
+        .unwrap()
+        .open_count = 1;
+    let o = d.run(&["remove_all", "-f"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let loads: Vec<String> = d
+        .seen()
+        .iter()
+        .filter(|s| s.cmd == Command::TableLoad)
+        .map(|s| s.header.name.clone())
+        .collect();
+    assert_eq!(loads, ["a\\x20b"], "{o:?}");
+}
+
+#[test]
+fn every_listed_device_is_found_again_in_every_mode() {
+    let (d, _) = stored();
+    // `info` of all devices looks each listed name up again: names whose
+    // shown form does not mangle back to the stored one (p\x41q shown as
+    // pAq, e\x1bf kept escaped) must still be found.
+    for mode in ["auto", "hex", "none"] {
+        let o = d.run(&[
+            "info",
+            "-c",
+            "--noheadings",
+            "-o",
+            "name",
+            "--manglename",
+            mode,
+        ]);
+        assert_eq!(o.code, 0, "{mode}: {o:?}");
+        assert_eq!(o.out.lines().count(), 7, "{mode}: {o:?}");
+    }
+}

@@ -116,6 +116,11 @@ pub struct Ctx<'a> {
     pub graph: Option<crate::format::tree::DepGraph>,
     /// `--manglename` (or its default).
     pub mangling: Mangling,
+    /// Names as shown -> as stored, for the devices listed so far: a name
+    /// taken from the list addresses that device exactly, even where
+    /// mangling the shown form again would not give the stored one
+    /// (`p\x41q` is shown as `pAq`; a control character stays `\xNN`).
+    pub stored_names: std::collections::HashMap<String, String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -138,6 +143,7 @@ impl<'a> Ctx<'a> {
             multiple: false,
             graph: None,
             mangling: Mangling::Auto,
+            stored_names: Default::default(),
         }
     }
 
@@ -219,6 +225,11 @@ impl<'a> Ctx<'a> {
 
     /// A name or uuid from the command line, as sent (see [`mangle`]).
     pub fn mangle(&mut self, s: &str, what: &'static str) -> Result<String, Failed> {
+        if what == "name" {
+            if let Some(stored) = self.stored_names.get(s) {
+                return Ok(stored.clone());
+            }
+        }
         let limit = if what == "UUID" {
             udm_ioctl::UUID_LEN
         } else {

@@ -22,7 +22,10 @@ pub fn list(ctx: &mut Ctx) -> Result<Vec<NameListEntry>, Failed> {
         Ok(mut l) => {
             let mode = ctx.mangling;
             for d in &mut l {
-                d.name = ctx.unmangle(&d.name, "name", mode)?;
+                let shown = ctx.unmangle(&d.name, "name", mode)?;
+                ctx.stored_names
+                    .insert(shown.clone(), std::mem::take(&mut d.name));
+                d.name = shown;
             }
             Ok(l)
         }

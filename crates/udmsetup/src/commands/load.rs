@@ -26,12 +26,12 @@ pub fn read_table(ctx: &mut Ctx, file: Option<&str>) -> Result<ParsedTable, Fail
         }
         (String::from_utf8_lossy(&b).into_owned(), TableSource::Stdin)
     };
-    parse_table(&text, &source).or_else(|e| {
+    parse_table(&text, &source).map_err(|e| {
         ctx.error(&e.to_string());
         if let Some(d) = e.detail() {
             ctx.error(&format!("udm: {d}"));
         }
-        Err(super::Failed)
+        super::Failed
     })
 }
 
