@@ -97,7 +97,12 @@ fn create_and_rename_send_mangled_names_and_uuids() {
     fails(
         &d.run(&["create", "m\\x5cx20", "--notable"]),
         "The name \"m\\x5cx20\" seems to be mangled more than once. This is not allowed in auto mode.\n\
-         Failed to mangle device name \"m\\x5cx20\".\nCommand failed.\n",
+         Command failed.\n",
+    );
+    fails(
+        &d.run(&["create", "-u", "u\\x20 u", "uu", "--notable"]),
+        "The UUID \"u\\x20 u\" contains mixed mangled and unmangled characters or it's already mangled improperly.\n\
+         Failed to mangle device uuid \"u\\x20 u\".\nCommand failed.\n",
     );
     fails(
         &d.run(&["--manglename", "bogus", "ls"]),

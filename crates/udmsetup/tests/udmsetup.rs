@@ -351,7 +351,12 @@ fn ls_forms() {
     );
     fails(
         &d.run(&["ls", "-o", "bogus"]),
-        "Option not recognised: bogus.\nCouldn't process command line.\nCommand failed.\n",
+        // dmsetup (kernel VM): a command-line error, no "Command failed.".
+        "Option not recognised: bogus.\nCouldn't process command line.\n",
+    );
+    fails(
+        &d.run(&["ls", "--tree", "-o", "bogus"]),
+        "Tree options not recognised: bogus.\nCouldn't process command line.\n",
     );
 }
 

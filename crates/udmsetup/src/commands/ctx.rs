@@ -121,6 +121,9 @@ pub struct Ctx<'a> {
     /// mangling the shown form again would not give the stored one
     /// (`p\x41q` is shown as `pAq`; a control character stays `\xNN`).
     pub stored_names: std::collections::HashMap<String, String>,
+    /// The failure was the command line's (dmsetup checks `-o` before
+    /// running anything): no `Command failed.` follows.
+    pub usage_error: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -144,6 +147,7 @@ impl<'a> Ctx<'a> {
             graph: None,
             mangling: Mangling::Auto,
             stored_names: Default::default(),
+            usage_error: false,
         }
     }
 
@@ -163,6 +167,12 @@ impl<'a> Ctx<'a> {
     /// Print a line on stderr.
     pub fn error(&mut self, s: &str) {
         let _ = writeln!(self.err, "{s}");
+    }
+
+    /// `Couldn't process command line.` and fail, without `Command failed.`.
+    pub fn usage_fail<T>(&mut self) -> Result<T, Failed> {
+        self.usage_error = true;
+        self.fail("Couldn't process command line.")
     }
 
     /// Print `msg` on stderr and fail.
@@ -239,6 +249,10 @@ impl<'a> Ctx<'a> {
             Ok(v) => Ok(v),
             Err(e) => {
                 self.error(&e.to_string());
+                if matches!(e, mangle::MangleError::Twice { .. }) {
+                    // libdm refuses it before trying to mangle.
+                    return Err(Failed);
+                }
                 let kind = if what == "UUID" { "uuid" } else { "name" };
                 self.fail(&format!(
                     "Failed to mangle device {kind} \"{}\".",

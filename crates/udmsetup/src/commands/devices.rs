@@ -84,7 +84,7 @@ pub fn parse_dev_name(ctx: &mut Ctx) -> Result<DevName, Failed> {
             DevName::Map
         } else {
             ctx.error(&format!("Option not recognised: {word}."));
-            return ctx.fail("Couldn't process command line.");
+            return ctx.usage_fail();
         };
     }
     Ok(kind)

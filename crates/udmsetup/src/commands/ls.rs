@@ -166,7 +166,7 @@ fn tree(ctx: &mut Ctx) -> CmdResult {
         Ok(o) => o,
         Err(e) => {
             ctx.error(&e);
-            return ctx.fail("Couldn't process command line.");
+            return ctx.usage_fail();
         }
     };
     let (graph, _) = dep_graph(ctx)?;

@@ -86,7 +86,7 @@ const COMMANDS: &[CommandSpec] = &[
     cmd!("wipe_table", "[-f|--force] [--noflush] [--nolockfs] <device>...", 0, None, PerArg, wipe_table::run),
     cmd!("rename", "<device> [--setuuid] <new_name_or_uuid>", 1, Some(2), No, rename::run),
     cmd!("message", "<device> <sector> <message>", 2, None, No, message::run),
-    cmd!("ls", "[--target <target_type>] [-o <options>] [--tree]", 0, Some(0), No, ls::run),
+    cmd!("ls", "[--target <target_type>] [--exec <command>] [-o <options>] [--tree]", 0, Some(0), No, ls::run),
     cmd!("info", "[<device>...]", 0, None, PerArg, info::run),
     cmd!("deps", "[-o <options>] [<device>...]", 0, None, PerArg, deps::run),
     cmd!("status", "[<device>...] [--noflush] [--target <target_type>]", 0, None, PerArg, status::status),
@@ -125,7 +125,8 @@ fn usage() -> String {
           Table_file contents may be supplied on stdin.\n\
           Options are: devno, devname, blkdevname.\n\
           Tree specific options are: ascii, utf, vt100; compact, inverted, notrunc;\n                           \
-          blkdevname, [no]device, active, open, rw and uuid.\n\n";
+          blkdevname, [no]device, active, open, rw and uuid;\n                           \
+          devname (udm: name files by path, other devices by kernel name).\n\n";
     s
 }
 
@@ -266,7 +267,9 @@ fn dispatch(ctx: &mut Ctx) -> i32 {
     match perform(ctx, spec, &args) {
         Ok(()) => 0,
         Err(Failed) => {
-            ctx.error("Command failed.");
+            if !ctx.usage_error {
+                ctx.error("Command failed.");
+            }
             1
         }
     }
