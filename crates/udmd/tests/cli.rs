@@ -204,7 +204,8 @@ fn bad_table_line_names_its_line_and_changes_nothing() {
     let o = d.dm_stdin(&["load", "t"], Some("0 10 zero\nbogus line\n"));
     assert_eq!(
         stderr(&o),
-        "Invalid format on line 2 of table on stdin.\nCommand failed.\n"
+        "Invalid format on line 2 of table on stdin.\n\
+         udm: line 2: start sector 'bogus' is not a number\nCommand failed.\n"
     );
 }
 

@@ -133,7 +133,6 @@ impl Opts {
         [
             (self.sort.is_some(), "-O/--sort"),
             (self.select.is_some(), "-S/--select"),
-            (self.exec.is_some(), "--exec"),
             (self.count.is_some(), "--count"),
             (self.interval.is_some(), "--interval"),
         ]

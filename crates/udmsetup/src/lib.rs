@@ -8,6 +8,7 @@ pub mod args;
 pub mod client;
 pub mod commands;
 pub mod format;
+pub mod mangle;
 pub mod table_text;
 
 pub use client::default_socket_path;

@@ -31,14 +31,36 @@ impl TableSource {
 pub struct ParsedTable {
     pub specs: Vec<TargetSpec>,
     pub lines: Vec<usize>,
+    /// Per spec: what is wrong with a line dmsetup sends anyway (a negative
+    /// start or length, which `%llu` wraps to a huge number), to name it
+    /// when the daemon refuses that spec.
+    pub notes: Vec<Option<String>>,
 }
 
+/// The `Display` text is dmsetup's line; [`TableTextError::detail`] is
+/// udm's precise reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TableTextError {
     #[error("Invalid format on line {line} of table {source_name}.")]
-    InvalidFormat { line: usize, source_name: String },
+    InvalidFormat {
+        line: usize,
+        source_name: String,
+        reason: String,
+    },
     #[error("Target type name {0} is too long.")]
     TypeTooLong(String),
+}
+
+impl TableTextError {
+    /// `line N: <reason>`, printed after dmsetup's line as `udm: ...`.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            TableTextError::InvalidFormat { line, reason, .. } => {
+                Some(format!("line {line}: {reason}"))
+            }
+            TableTextError::TypeTooLong(_) => None,
+        }
+    }
 }
 
 fn is_space(b: u8) -> bool {
@@ -79,34 +101,74 @@ fn scan_u64(s: &[u8], i: usize) -> Option<(u64, usize)> {
     Some((if neg { v.wrapping_neg() } else { v }, i))
 }
 
-/// One line: `Ok(None)` for a blank or comment line.
-fn parse_line(line: &str) -> Option<Option<TargetSpec>> {
+/// The whitespace-delimited word at `i` (for error messages).
+fn word_at(s: &[u8], i: usize) -> String {
+    let i = skip_space(s, i);
+    let end = (i..s.len()).find(|&j| is_space(s[j])).unwrap_or(s.len());
+    String::from_utf8_lossy(&s[i..end]).into_owned()
+}
+
+/// A number dmsetup accepts but that is not what the user meant: `-N`
+/// wraps modulo 2^64.
+fn negative_note(s: &[u8], i: usize, what: &str) -> Option<String> {
+    let w = word_at(s, i);
+    w.starts_with('-').then(|| {
+        format!(
+            "{what} '{}' is not a number",
+            w.trim_end_matches(|c: char| !c.is_ascii_digit())
+        )
+    })
+}
+
+/// A parsed line and the note for a value dmsetup accepts but wraps.
+type Line = (TargetSpec, Option<String>);
+
+/// One line: `Ok(None)` for a blank or comment line; `Err` says why the
+/// line is not `<start> <length> <type> [<params>]`.
+fn parse_line(line: &str) -> Result<Option<Line>, String> {
     let t = line.trim_matches(|c: char| c.is_ascii() && is_space(c as u8));
     if t.is_empty() || t.starts_with('#') {
-        return Some(None);
+        return Ok(None);
     }
     let s = t.as_bytes();
-    let (start, i) = scan_u64(s, 0)?;
-    let (length, i) = scan_u64(s, skip_space(s, i))?;
+    let not_a_number = |what: &str, i: usize| {
+        let w = word_at(s, i);
+        if w.is_empty() {
+            format!("{what} is missing")
+        } else {
+            format!("{what} '{w}' is not a number")
+        }
+    };
+    let Some((start, i)) = scan_u64(s, 0) else {
+        return Err(not_a_number("start sector", 0));
+    };
+    let len_at = skip_space(s, i);
+    let Some((length, i)) = scan_u64(s, len_at) else {
+        return Err(not_a_number("length", len_at));
+    };
     let ty_start = skip_space(s, i);
     let mut ty_end = ty_start;
     while ty_end < s.len() && !is_space(s[ty_end]) {
         ty_end += 1;
     }
     if ty_end == ty_start {
-        return None;
+        return Err("target type is missing".to_string());
     }
+    let note = negative_note(s, 0, "start sector").or_else(|| negative_note(s, len_at, "length"));
     let rest = &t[skip_space(s, ty_end)..];
     let params = rest.split('#').next().unwrap_or("");
-    Some(Some(TargetSpec {
-        sector_start: start,
-        length,
-        status: 0,
-        target_type: t[ty_start..ty_end].to_string(),
-        // libdm doubles every backslash, so the kernel's argument splitter
-        // gives the parameters back literally.
-        params: params.replace('\\', "\\\\"),
-    }))
+    Ok(Some((
+        TargetSpec {
+            sector_start: start,
+            length,
+            status: 0,
+            target_type: t[ty_start..ty_end].to_string(),
+            // libdm doubles every backslash, so the kernel's argument splitter
+            // gives the parameters back literally.
+            params: params.replace('\\', "\\\\"),
+        },
+        note,
+    )))
 }
 
 /// Parse table text line by line (lines end at `\n`): surrounding
@@ -116,19 +178,21 @@ pub fn parse_table(text: &str, source: &TableSource) -> Result<ParsedTable, Tabl
     let mut out = ParsedTable::default();
     for (i, line) in text.split('\n').enumerate() {
         match parse_line(line) {
-            None => {
+            Err(reason) => {
                 return Err(TableTextError::InvalidFormat {
                     line: i + 1,
                     source_name: source.describe().to_string(),
+                    reason,
                 })
             }
-            Some(None) => {}
-            Some(Some(spec)) => {
+            Ok(None) => {}
+            Ok(Some((spec, note))) => {
                 if spec.target_type.len() >= MAX_TYPE_NAME {
                     return Err(TableTextError::TypeTooLong(spec.target_type));
                 }
                 out.specs.push(spec);
                 out.lines.push(i + 1);
+                out.notes.push(note);
             }
         }
     }

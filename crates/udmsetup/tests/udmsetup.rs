@@ -80,18 +80,22 @@ fn bad_tables_name_their_line_and_send_nothing() {
     let (d, _) = FakeDaemon::kernel();
     fails(
         &d.run(&["create", "bad", "--table", "0 10"]),
-        "Invalid format on line 1 of table .\nCommand failed.\n",
+        "Invalid format on line 1 of table .\nudm: line 1: target type is missing\nCommand failed.\n",
     );
     let f = d.dir.path().join("t1");
     std::fs::write(&f, "\n# c\n0 x zero\n").unwrap();
     let fname = f.to_str().unwrap();
     fails(
         &d.run(&["create", "bad", fname]),
-        &format!("Invalid format on line 3 of table {fname}.\nCommand failed.\n"),
+        &format!(
+            "Invalid format on line 3 of table {fname}.\n\
+             udm: line 3: length 'x' is not a number\nCommand failed.\n"
+        ),
     );
     fails(
         &d.run_stdin(&["create", "bad"], "0 10 zero\n  \n1 z\n"),
-        "Invalid format on line 3 of table on stdin.\nCommand failed.\n",
+        "Invalid format on line 3 of table on stdin.\n\
+         udm: line 3: length 'z' is not a number\nCommand failed.\n",
     );
     fails(
         &d.run(&["create", "bad", "/nonexistent/table"]),
@@ -347,7 +351,12 @@ fn ls_forms() {
     );
     fails(
         &d.run(&["ls", "-o", "bogus"]),
-        "Option not recognised: bogus.\nCouldn't process command line.\nCommand failed.\n",
+        // dmsetup (kernel VM): a command-line error, no "Command failed.".
+        "Option not recognised: bogus.\nCouldn't process command line.\n",
+    );
+    fails(
+        &d.run(&["ls", "--tree", "-o", "bogus"]),
+        "Tree options not recognised: bogus.\nCouldn't process command line.\n",
     );
 }
 

@@ -12,6 +12,7 @@ use crate::args::Opts;
 use crate::client::{default_socket_path, initial_capacity, Client, ClientError, Command, Reply};
 use crate::format::report::Report;
 use crate::format::{ioctl_error, rewrite_detail, DevLabel, DeviceInfo};
+use crate::mangle::{self, Mangling};
 
 /// A failure whose message is already on stderr; the caller adds
 /// `Command failed.`.
@@ -41,6 +42,9 @@ pub struct Task {
     /// For TABLE_LOAD: the source line of each spec, to rewrite the
     /// daemon's `line K:` detail.
     pub lines: Vec<usize>,
+    /// For TABLE_LOAD: per spec, a precise reason to show instead of the
+    /// daemon's when it refuses that spec (see `ParsedTable::notes`).
+    pub notes: Vec<Option<String>>,
 }
 
 impl Task {
@@ -52,6 +56,7 @@ impl Task {
             payload: Vec::new(),
             label: DevLabel::default(),
             lines: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -109,6 +114,16 @@ pub struct Ctx<'a> {
     pub multiple: bool,
     /// The dependency graph, built once per invocation when needed.
     pub graph: Option<crate::format::tree::DepGraph>,
+    /// `--manglename` (or its default).
+    pub mangling: Mangling,
+    /// Names as shown -> as stored, for the devices listed so far: a name
+    /// taken from the list addresses that device exactly, even where
+    /// mangling the shown form again would not give the stored one
+    /// (`p\x41q` is shown as `pAq`; a control character stays `\xNN`).
+    pub stored_names: std::collections::HashMap<String, String>,
+    /// The failure was the command line's (dmsetup checks `-o` before
+    /// running anything): no `Command failed.` follows.
+    pub usage_error: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -130,6 +145,9 @@ impl<'a> Ctx<'a> {
             concise_started: false,
             multiple: false,
             graph: None,
+            mangling: Mangling::Auto,
+            stored_names: Default::default(),
+            usage_error: false,
         }
     }
 
@@ -149,6 +167,12 @@ impl<'a> Ctx<'a> {
     /// Print a line on stderr.
     pub fn error(&mut self, s: &str) {
         let _ = writeln!(self.err, "{s}");
+    }
+
+    /// `Couldn't process command line.` and fail, without `Command failed.`.
+    pub fn usage_fail<T>(&mut self) -> Result<T, Failed> {
+        self.usage_error = true;
+        self.fail("Couldn't process command line.")
     }
 
     /// Print `msg` on stderr and fail.
@@ -177,7 +201,14 @@ impl<'a> Ctx<'a> {
         let capacity = initial_capacity(task.cmd, task.payload.len());
         let client = self.client()?;
         match client.call(task.cmd, task.header.clone(), &task.payload, capacity) {
-            Ok(r) => Ok(r),
+            Ok(mut r) => {
+                if r.ok() {
+                    let mode = self.mangling;
+                    r.header.name = self.unmangle(&r.header.name, "name", mode)?;
+                    r.header.uuid = self.unmangle(&r.header.uuid, "UUID", mode)?;
+                }
+                Ok(r)
+            }
             Err(e @ (ClientError::BufferFull | ClientError::BufferMax { .. })) => {
                 self.fail(&e.to_string())
             }
@@ -189,12 +220,54 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// A name or uuid the daemon returned, as shown (see [`mangle`]).
+    pub fn unmangle(
+        &mut self,
+        s: &str,
+        what: &'static str,
+        mode: Mangling,
+    ) -> Result<String, Failed> {
+        match mangle::unmangle(s, what, mode) {
+            Ok(v) => Ok(v),
+            Err(e) => self.fail(&e.to_string()),
+        }
+    }
+
+    /// A name or uuid from the command line, as sent (see [`mangle`]).
+    pub fn mangle(&mut self, s: &str, what: &'static str) -> Result<String, Failed> {
+        if what == "name" {
+            if let Some(stored) = self.stored_names.get(s) {
+                return Ok(stored.clone());
+            }
+        }
+        let limit = if what == "UUID" {
+            udm_ioctl::UUID_LEN
+        } else {
+            udm_ioctl::NAME_LEN
+        };
+        match mangle::mangle(s, what, self.mangling, limit) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.error(&e.to_string());
+                if matches!(e, mangle::MangleError::Twice { .. }) {
+                    // libdm refuses it before trying to mangle.
+                    return Err(Failed);
+                }
+                let kind = if what == "UUID" { "uuid" } else { "name" };
+                self.fail(&format!(
+                    "Failed to mangle device {kind} \"{}\".",
+                    mangle::escape_controls(s)
+                ))
+            }
+        }
+    }
+
     /// Print the ioctl failure of `task`, libdm's line then the daemon's
     /// detail (with TABLE_LOAD's spec index turned into a source line).
     pub fn report_ioctl_error(&mut self, task: &Task, reply: &Reply) {
         self.error(&ioctl_error(task.name, &task.label, reply.errno));
         if !reply.detail.is_empty() {
-            let detail = rewrite_detail(&reply.detail, &task.lines);
+            let detail = rewrite_detail(&reply.detail, &task.lines, &task.notes);
             self.error(&format!("udm: {detail}"));
         }
     }
@@ -213,10 +286,15 @@ impl<'a> Ctx<'a> {
     /// The device a command works on: `arg`, else `-u`, else `-j/-m`.
     pub fn device(&mut self, arg: Option<&str>) -> Result<DevRef, Failed> {
         if let Some(name) = arg {
-            return self.check_name(name).map(DevRef::Name);
+            let checked = self.check_name(name)?;
+            if name.contains('/') {
+                // A path names an existing node: libdm never mangles it.
+                return Ok(DevRef::Name(checked));
+            }
+            return self.mangle(&checked, "name").map(DevRef::Name);
         }
         if let Some(u) = self.opts.uuid.clone() {
-            return Ok(DevRef::Uuid(u));
+            return self.mangle(&u, "UUID").map(DevRef::Uuid);
         }
         if let (Some(ma), Some(mi)) = (self.opts.major, self.opts.minor) {
             return Ok(DevRef::DevNo(ma as u32, mi as u32));

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::ctx::{CmdResult, Ctx};
-use super::devices::{deps_of, parse_dev_name, process_all, DevName, Namer};
+use super::devices::{deps_of, file_paths, parse_dev_name, process_all, DevName, Namer};
 use crate::format::{deps_entry, deps_line, DeviceInfo};
 
 pub fn run(ctx: &mut Ctx, args: &[String]) -> CmdResult {
@@ -23,12 +23,34 @@ fn one(ctx: &mut Ctx, arg: Option<&str>, kind: DevName) -> CmdResult {
     } else {
         Some(Namer::new(ctx)?)
     };
-    let name_of = |ma: u32, mi: u32| namer.as_ref().and_then(|n| n.name(kind, ma, mi));
+    // Files (0:N) are named by their path, with -o devname|blkdevname and
+    // in JSON.
+    let paths = if namer.is_some() || ctx.opts.json {
+        file_paths(ctx, &dev, &deps)
+    } else {
+        Vec::new()
+    };
+    let path_of = |ma: u32, mi: u32| {
+        paths
+            .iter()
+            .find(|(d, _)| *d == (ma, mi))
+            .map(|(_, p)| p.clone())
+    };
+    let name_of = |ma: u32, mi: u32| {
+        let n = namer.as_ref()?;
+        path_of(ma, mi).or_else(|| n.name(kind, ma, mi))
+    };
     if ctx.opts.json {
         let info = DeviceInfo::from_header(&reply.header);
         let list: Vec<_> = deps
             .iter()
-            .map(|&(ma, mi)| json!({"major": ma, "minor": mi, "name": name_of(ma, mi)}))
+            .map(|&(ma, mi)| {
+                let mut v = json!({"major": ma, "minor": mi, "name": name_of(ma, mi)});
+                if let Some(p) = path_of(ma, mi) {
+                    v["path"] = json!(p);
+                }
+                v
+            })
             .collect();
         let name = arg.map_or_else(|| info.name.clone(), str::to_string);
         ctx.json

@@ -2,7 +2,13 @@
 //! device, naming device numbers (`-o devname|blkdevname`) and building
 //! the dependency graph.
 
-use udm_ioctl::{decode_deps, decode_dev, decode_name_list, flags, NameListEntry};
+use udm_ioctl::{
+    decode_deps, decode_dev, decode_name_list, decode_table_status, flags, NameListEntry,
+};
+
+/// The major udmd lists regular files under in deps (Linux's "unnamed"
+/// major; udm-core's `FILE_MAJOR`).
+pub const FILE_MAJOR: u32 = 0;
 
 use super::ctx::{CmdResult, Ctx, DevRef, Failed, Task};
 use crate::client::{Command, Reply};
@@ -13,7 +19,16 @@ use crate::format::DeviceInfo;
 pub fn list(ctx: &mut Ctx) -> Result<Vec<NameListEntry>, Failed> {
     let reply = ctx.run(&Task::new(Command::ListDevices, "names"))?;
     match decode_name_list(&reply.payload) {
-        Ok(l) => Ok(l),
+        Ok(mut l) => {
+            let mode = ctx.mangling;
+            for d in &mut l {
+                let shown = ctx.unmangle(&d.name, "name", mode)?;
+                ctx.stored_names
+                    .insert(shown.clone(), std::mem::take(&mut d.name));
+                d.name = shown;
+            }
+            Ok(l)
+        }
         Err(e) => ctx.fail(&format!("udmsetup: malformed device list: {e}")),
     }
 }
@@ -69,7 +84,7 @@ pub fn parse_dev_name(ctx: &mut Ctx) -> Result<DevName, Failed> {
             DevName::Map
         } else {
             ctx.error(&format!("Option not recognised: {word}."));
-            return ctx.fail("Couldn't process command line.");
+            return ctx.usage_fail();
         };
     }
     Ok(kind)
@@ -136,28 +151,77 @@ pub fn deps_of(ctx: &mut Ctx, dev: &DevRef) -> Result<(Reply, Vec<(u32, u32)>), 
     }
 }
 
+/// The paths of the regular files among `deps` (listed as `0:N`, major 0
+/// being udm's [`FILE_MAJOR`]), from the device's table: udmd prints a
+/// file in a table by its absolute path, and lists a table's distinct
+/// devices in deps most recently first-referenced first, so the files'
+/// paths in the table, each kept at its first reference and reversed,
+/// pair up with the `0:N` entries in order. Empty if the table cannot be
+/// read or does not pair up (nothing is then named wrongly).
+pub fn file_paths(ctx: &mut Ctx, dev: &DevRef, deps: &[(u32, u32)]) -> Vec<((u32, u32), String)> {
+    let files: Vec<(u32, u32)> = deps.iter().copied().filter(|d| d.0 == FILE_MAJOR).collect();
+    if files.is_empty() {
+        return Vec::new();
+    }
+    let task = Task::new(Command::TableStatus, "table")
+        .device(dev)
+        .flag(flags::STATUS_TABLE, true)
+        .flag(flags::QUERY_INACTIVE_TABLE, ctx.opts.inactive)
+        .flag(flags::SKIP_BDGET, ctx.opts.noopencount);
+    let specs = match ctx.run_raw(&task) {
+        Ok(r) if r.ok() => {
+            decode_table_status(&r.payload, r.header.target_count).unwrap_or_default()
+        }
+        _ => return Vec::new(),
+    };
+    let mut paths: Vec<String> = Vec::new();
+    for s in &specs {
+        for w in s.params.split_whitespace().filter(|w| w.starts_with('/')) {
+            if !paths.iter().any(|p| p == w) {
+                paths.push(w.to_string());
+            }
+        }
+    }
+    paths.reverse();
+    if paths.len() != files.len() {
+        return Vec::new();
+    }
+    files.into_iter().zip(paths).collect()
+}
+
 /// The dependency graph of every device (what `ls --tree` draws).
 pub fn dep_graph(ctx: &mut Ctx) -> Result<(DepGraph, Namer), Failed> {
     let namer = Namer::new(ctx)?;
     let mut facts: Vec<((u32, u32), DevFacts)> = Vec::new();
+    let mut files: Vec<((u32, u32), String)> = Vec::new();
     for d in namer.devices() {
         let (ma, mi) = decode_dev(d.dev);
-        let (reply, deps) = deps_of(ctx, &DevRef::DevNo(ma, mi))?;
+        let dev = DevRef::DevNo(ma, mi);
+        let (reply, deps) = deps_of(ctx, &dev)?;
+        files.extend(file_paths(ctx, &dev, &deps));
         let f = DevFacts {
             info: Some(DeviceInfo::from_header(&reply.header)),
             deps,
             blkdevname: Some(format!("dm-{mi}")),
+            path: None,
         };
         facts.push(((ma, mi), f));
     }
     let lookup = |ma: u32, mi: u32| -> DevFacts {
         match facts.iter().find(|(d, _)| *d == (ma, mi)) {
             Some((_, f)) => f.clone(),
-            None => DevFacts {
-                info: None,
-                deps: Vec::new(),
-                blkdevname: sysfs_name(ma, mi),
-            },
+            None => {
+                let path = files
+                    .iter()
+                    .find(|(d, _)| *d == (ma, mi))
+                    .map(|(_, p)| p.clone());
+                DevFacts {
+                    info: None,
+                    deps: Vec::new(),
+                    blkdevname: path.clone().or_else(|| sysfs_name(ma, mi)),
+                    path,
+                }
+            }
         }
     };
     let order: Vec<(u32, u32)> = facts.iter().map(|(d, _)| *d).collect();

@@ -44,6 +44,7 @@ pub fn add_report_row(ctx: &mut Ctx, info: DeviceInfo) -> CmdResult {
     let needs = ctx.report.as_ref().map_or(Needs::Info, |r| r.needs());
     let mut row = RowData {
         info,
+        mangling: ctx.mangling,
         ..Default::default()
     };
     if needs != Needs::Info {
@@ -53,7 +54,15 @@ pub fn add_report_row(ctx: &mut Ctx, info: DeviceInfo) -> CmdResult {
             return ctx.fail(&format!("Cannot get deps for {ma}:{mi}."));
         };
         let namer = Namer::new(ctx)?;
-        row.deps_blk_names = deps.iter().map(|&(a, b)| namer.blk_name(a, b)).collect();
+        // A file (0:N) has no kernel name: its path stands in.
+        let paths = super::devices::file_paths(ctx, &dev, &deps);
+        row.deps_blk_names = deps
+            .iter()
+            .map(|&(a, b)| match paths.iter().find(|(d, _)| *d == (a, b)) {
+                Some((_, p)) => p.clone(),
+                None => namer.blk_name(a, b),
+            })
+            .collect();
         row.deps = deps;
         if needs == Needs::Tree {
             if ctx.graph.is_none() {

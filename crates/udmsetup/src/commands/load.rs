@@ -26,7 +26,13 @@ pub fn read_table(ctx: &mut Ctx, file: Option<&str>) -> Result<ParsedTable, Fail
         }
         (String::from_utf8_lossy(&b).into_owned(), TableSource::Stdin)
     };
-    parse_table(&text, &source).or_else(|e| ctx.fail(&e.to_string()))
+    parse_table(&text, &source).map_err(|e| {
+        ctx.error(&e.to_string());
+        if let Some(d) = e.detail() {
+            ctx.error(&format!("udm: {d}"));
+        }
+        super::Failed
+    })
 }
 
 /// The TABLE_LOAD task for `table` on `dev`.
@@ -43,6 +49,7 @@ pub fn load_task(ctx: &mut Ctx, dev: &DevRef, table: &ParsedTable) -> Result<Tas
         .payload(payload);
     task.header.target_count = table.specs.len() as u32;
     task.lines = table.lines.clone();
+    task.notes = table.notes.clone();
     Ok(task)
 }
 

@@ -7,6 +7,7 @@ pub mod ctx;
 pub mod devices;
 
 mod clear;
+mod concise;
 mod create;
 mod deps;
 pub mod info;
@@ -18,6 +19,7 @@ mod remove;
 mod remove_all;
 mod rename;
 mod setgeometry;
+mod splitname;
 mod status;
 mod suspend;
 mod target_version;
@@ -71,7 +73,7 @@ const COMMANDS: &[CommandSpec] = &[
     cmd!("help", "[-c|-C|--columns]", 0, Some(0), No, help),
     cmd!(
         "create",
-        "<dev_name>\n\t    [-j|--major <major> -m|--minor <minor>]\n\t    [-u|--uuid <uuid>] [-r|--readonly]\n\t    [-n|--notable|--table {<table>|<table_file>}]",
+        "<dev_name>\n\t    [-j|--major <major> -m|--minor <minor>]\n\t    [-u|--uuid <uuid>] [-r|--readonly]\n\t    [-n|--notable|--table {<table>|<table_file>}]\n\tcreate --concise [<concise_device_spec_list>]",
         0, Some(2), No, create::run
     ),
     cmd!("remove", "[--deferred] [-f|--force] [--retry] <device>...", 0, None, PerArg, remove::run),
@@ -84,7 +86,7 @@ const COMMANDS: &[CommandSpec] = &[
     cmd!("wipe_table", "[-f|--force] [--noflush] [--nolockfs] <device>...", 0, None, PerArg, wipe_table::run),
     cmd!("rename", "<device> [--setuuid] <new_name_or_uuid>", 1, Some(2), No, rename::run),
     cmd!("message", "<device> <sector> <message>", 2, None, No, message::run),
-    cmd!("ls", "[--target <target_type>] [-o <options>] [--tree]", 0, Some(0), No, ls::run),
+    cmd!("ls", "[--target <target_type>] [--exec <command>] [-o <options>] [--tree]", 0, Some(0), No, ls::run),
     cmd!("info", "[<device>...]", 0, None, PerArg, info::run),
     cmd!("deps", "[-o <options>] [<device>...]", 0, None, PerArg, deps::run),
     cmd!("status", "[<device>...] [--noflush] [--target <target_type>]", 0, None, PerArg, status::status),
@@ -95,6 +97,7 @@ const COMMANDS: &[CommandSpec] = &[
     cmd!("targets", "", 0, Some(0), No, targets::run),
     cmd!("version", "", 0, Some(0), No, version::run),
     cmd!("setgeometry", "<device> <cyl> <head> <sect> <start>", 5, Some(5), No, setgeometry::run),
+    cmd!("splitname", "<device> [<subsystem>]", 1, Some(2), No, splitname::run),
 ];
 
 fn usage() -> String {
@@ -102,6 +105,7 @@ fn usage() -> String {
         "Usage:\n\nudmsetup\n        [--version] [-h|--help [-c|-C|--columns]]\n        \
          [--socket <path>] [--json]\n        \
          [-v|--verbose [-v|--verbose ...]] [-f|--force]\n        \
+         [--manglename {none|hex|auto}]\n        \
          [-r|--readonly] [--noopencount] [--noflush] [--nolockfs] [--inactive]\n        \
          [--udevcookie <cookie>] [--noudevrules] [--noudevsync] [--verifyudev]\n        \
          [-y|--yes] [--readahead {[+]<sectors>|auto|none}] [--retry]\n        \
@@ -111,11 +115,18 @@ fn usage() -> String {
         s += &format!("\t{} {}\n", c.name, c.usage);
     }
     s += "\n<device> may be device name or (if only one) -u <uuid> or -j <major> -m <minor>\n\
+          <mangling_mode> is one of 'none', 'auto' and 'hex'.\n\
           <fields> are comma-separated.  Use 'help -c' for list.\n\
+          <concise_device_specification> has single-device entries separated by semi-colons:\n    \
+          <name>,<uuid>,<minor>,<flags>,<table>\n        \
+          where <flags> is 'ro' or 'rw' (the default) and any of <uuid>, <minor>\n        \
+          and <flags> may be empty. Separate extra table lines with commas.\n    \
+          E.g.: dev1,,,,0 100 linear 253:1 0,100 100 error;dev2,,,ro,0 1 error\n\
           Table_file contents may be supplied on stdin.\n\
           Options are: devno, devname, blkdevname.\n\
           Tree specific options are: ascii, utf, vt100; compact, inverted, notrunc;\n                           \
-          blkdevname, [no]device, active, open, rw and uuid.\n\n";
+          blkdevname, [no]device, active, open, rw and uuid;\n                           \
+          devname (udm: name files by path, other devices by kernel name).\n\n";
     s
 }
 
@@ -211,6 +222,14 @@ fn dispatch(ctx: &mut Ctx) -> i32 {
         ctx.error("Couldn't process command line.");
         return 1;
     }
+    match crate::mangle::Mangling::from_option(ctx.opts.manglename.as_deref()) {
+        Ok(m) => ctx.mangling = m,
+        Err(_) => {
+            ctx.error("Unknown name mangling mode.");
+            ctx.error("Couldn't process command line.");
+            return 1;
+        }
+    }
     let mut args = std::mem::take(&mut ctx.opts.args);
     let name = if ctx.opts.help {
         "help".to_string()
@@ -232,7 +251,7 @@ fn dispatch(ctx: &mut Ctx) -> i32 {
         let _ = ctx.err.write_all(usage().as_bytes());
         return 1;
     }
-    if ctx.opts.columns && spec.name != "help" {
+    if ctx.opts.columns && spec.name != "help" && spec.name != "splitname" {
         match crate::format::report::Report::new(
             ctx.opts.options.as_deref(),
             ctx.opts.noheadings,
@@ -248,7 +267,9 @@ fn dispatch(ctx: &mut Ctx) -> i32 {
     match perform(ctx, spec, &args) {
         Ok(()) => 0,
         Err(Failed) => {
-            ctx.error("Command failed.");
+            if !ctx.usage_error {
+                ctx.error("Command failed.");
+            }
             1
         }
     }

@@ -24,7 +24,11 @@ pub fn run(ctx: &mut Ctx, _args: &[String]) -> CmdResult {
         return first;
     }
     for d in &left {
-        let _ = error_device(ctx, &DevRef::Name(d.name.clone()));
+        // Listed names are shown unmangled: mangle them back to address.
+        let Ok(name) = ctx.mangle(&d.name, "name") else {
+            continue;
+        };
+        let _ = error_device(ctx, &DevRef::Name(name));
     }
     let _ = remove_all(ctx);
     let left = list(ctx)?.len();

@@ -29,11 +29,13 @@ pub fn run(ctx: &mut Ctx, args: &[String]) -> CmdResult {
             return ctx.fail("Non empty new name is required.");
         }
     }
+    let what = if ctx.opts.setuuid { "UUID" } else { "new name" };
+    let new = ctx.mangle(new, what)?;
     let task = Task::new(Command::DevRename, "rename")
         .device(&dev)
         .flag(flags::UUID, ctx.opts.setuuid)
         .flag(flags::QUERY_INACTIVE_TABLE, ctx.opts.inactive)
         .flag(flags::SKIP_BDGET, ctx.opts.noopencount)
-        .payload(encode_string(new));
+        .payload(encode_string(&new));
     ctx.run(&task).map(|_| ())
 }

@@ -43,8 +43,10 @@ pub fn ioctl_error(task: &str, label: &DevLabel, errno: i32) -> String {
 
 /// The daemon says which target of a TABLE_LOAD failed as `line K: ...`,
 /// K counting the specs from 1; rewrite K to the source line the spec
-/// came from. Other details pass unchanged.
-pub fn rewrite_detail(detail: &str, lines: &[usize]) -> String {
+/// came from; when udmsetup has a note for that spec (a value dmsetup
+/// accepts but wraps), the note replaces the daemon's reason. Other details
+/// pass unchanged.
+pub fn rewrite_detail(detail: &str, lines: &[usize], notes: &[Option<String>]) -> String {
     let Some(rest) = detail.strip_prefix("line ") else {
         return detail.to_string();
     };
@@ -53,7 +55,10 @@ pub fn rewrite_detail(detail: &str, lines: &[usize]) -> String {
         return detail.to_string();
     };
     match rest[..digits].parse::<usize>() {
-        Ok(k) if k >= 1 && k <= lines.len() => format!("line {}:{tail}", lines[k - 1]),
+        Ok(k) if k >= 1 && k <= lines.len() => match notes.get(k - 1) {
+            Some(Some(note)) => format!("line {}: {note}", lines[k - 1]),
+            _ => format!("line {}:{tail}", lines[k - 1]),
+        },
         _ => detail.to_string(),
     }
 }

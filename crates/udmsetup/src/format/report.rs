@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::DeviceInfo;
 use super::READ_AHEAD;
+use crate::mangle::{mangled_field, unmangled_field, Mangling};
 
 /// Which facts a field needs beyond the device's info.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,11 +30,15 @@ pub struct FieldDef {
     pub desc: &'static str,
 }
 
-const SECTIONS: [(&str, &str); 3] = [
+const SECTIONS: [(&str, &str); 4] = [
     ("Mapped Device Name", "name"),
     ("Mapped Device Information", "info"),
     ("Mapped Device Relationship Information", "deps"),
+    ("Mapped Device Name Components", "splitname"),
 ];
+
+/// The section of the name-component fields (all `splitname` can show).
+pub const SPLITNAME_SECTION: usize = 3;
 
 macro_rules! field {
     ($id:expr, $head:expr, $w:expr, $num:expr, $needs:ident, $sec:expr, $desc:expr) => {
@@ -268,6 +273,34 @@ pub const FIELDS: &[FieldDef] = &[
         2,
         "List of device numbers of mapped devices using this one."
     ),
+    field!(
+        "subsystem",
+        "Subsys",
+        6,
+        false,
+        Info,
+        3,
+        "Userspace subsystem responsible for this device."
+    ),
+    field!("vg_name", "VG", 4, false, Info, 3, "LVM Volume Group name."),
+    field!(
+        "lv_name",
+        "LV",
+        4,
+        false,
+        Info,
+        3,
+        "LVM Logical Volume name."
+    ),
+    field!(
+        "lv_layer",
+        "LVLayer",
+        7,
+        false,
+        Info,
+        3,
+        "LVM device layer."
+    ),
 ];
 
 /// dmsetup's default `info -c` fields.
@@ -286,6 +319,47 @@ pub struct RowData {
     /// Names and numbers of the udm devices using this one.
     pub ref_names: Vec<String>,
     pub ref_devnos: Vec<(u32, u32)>,
+    /// The mangling mode the names were shown with.
+    pub mangling: Mangling,
+    /// `splitname <name> <subsystem>`: the subsystem given (else it comes
+    /// from the uuid's prefix).
+    pub subsystem: Option<String>,
+}
+
+/// The subsystem a uuid names: its text before the first `-`
+/// (`LVM-...` is LVM's, `CRYPT-...` cryptsetup's), else none.
+pub fn uuid_subsystem(uuid: &str) -> &str {
+    uuid.split_once('-').map_or("", |(p, _)| p)
+}
+
+/// One component of an LVM name: up to the first `-` that is neither
+/// doubled (`--` stands for `-`) nor the last character; returns it and
+/// the rest after the separator.
+fn lvm_component(s: &str) -> (String, &str) {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'-' && i + 1 < b.len() {
+            if b[i + 1] == b'-' {
+                i += 1;
+            } else {
+                return (String::from_utf8_lossy(&out).into_owned(), &s[i + 1..]);
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    (String::from_utf8_lossy(&out).into_owned(), "")
+}
+
+/// An LVM device name split as libdm splits it: VG, LV and layer (what
+/// follows the layer is dropped).
+pub fn split_lvm_name(name: &str) -> (String, String, String) {
+    let (vg, rest) = lvm_component(name);
+    let (lv, rest) = lvm_component(rest);
+    let (layer, _) = lvm_component(rest);
+    (vg, lv, layer)
 }
 
 fn devnos(v: &[(u32, u32)]) -> String {
@@ -299,8 +373,12 @@ fn devnos(v: &[(u32, u32)]) -> String {
 pub fn field_value(field: &FieldDef, row: &RowData) -> String {
     let i = &row.info;
     match field.id {
-        "name" | "mangled_name" | "unmangled_name" => i.name.clone(),
-        "uuid" | "mangled_uuid" | "unmangled_uuid" => i.uuid.clone(),
+        "name" => i.name.clone(),
+        "mangled_name" => mangled_field(&i.name, row.mangling),
+        "unmangled_name" => unmangled_field(&i.name, row.mangling),
+        "uuid" => i.uuid.clone(),
+        "mangled_uuid" => mangled_field(&i.uuid, row.mangling),
+        "unmangled_uuid" => unmangled_field(&i.uuid, row.mangling),
         "read_ahead" => READ_AHEAD.to_string(),
         "blkdevname" => format!("dm-{}", i.minor),
         "attr" => i.attr(),
@@ -325,6 +403,24 @@ pub fn field_value(field: &FieldDef, row: &RowData) -> String {
         "device_ref_count" => row.ref_names.len().to_string(),
         "names_using_dev" => row.ref_names.join(","),
         "devnos_using_dev" => devnos(&row.ref_devnos),
+        "subsystem" | "vg_name" | "lv_name" | "lv_layer" => {
+            let sub = row
+                .subsystem
+                .as_deref()
+                .unwrap_or_else(|| uuid_subsystem(&i.uuid));
+            if field.id == "subsystem" {
+                return sub.to_string();
+            }
+            if sub != "LVM" {
+                return String::new();
+            }
+            let (vg, lv, layer) = split_lvm_name(&i.name);
+            match field.id {
+                "vg_name" => vg,
+                "lv_name" => lv,
+                _ => layer,
+            }
+        }
         _ => String::new(),
     }
 }
@@ -366,10 +462,20 @@ impl Report {
         noheadings: bool,
         separator: Option<&str>,
     ) -> Result<Self, String> {
+        Self::with_defaults(DEFAULT_FIELDS, options, noheadings, separator)
+    }
+
+    /// As [`Report::new`], with another command's default fields.
+    pub fn with_defaults(
+        defaults: &str,
+        options: Option<&str>,
+        noheadings: bool,
+        separator: Option<&str>,
+    ) -> Result<Self, String> {
         let spec = match options {
-            None => DEFAULT_FIELDS.to_string(),
+            None => defaults.to_string(),
             Some(o) => match o.strip_prefix('+') {
-                Some(extra) => format!("{DEFAULT_FIELDS},{extra}"),
+                Some(extra) => format!("{defaults},{extra}"),
                 None => o.to_string(),
             },
         };

@@ -91,18 +91,18 @@ fn ioctl_error_lines() {
 fn detail_line_numbers_are_rewritten_to_source_lines() {
     let lines = [3, 5, 9];
     assert_eq!(
-        rewrite_detail("line 2: zero: Gap in table", &lines),
+        rewrite_detail("line 2: zero: Gap in table", &lines, &[]),
         "line 5: zero: Gap in table"
     );
-    assert_eq!(rewrite_detail("line 1:x", &lines), "line 3:x");
+    assert_eq!(rewrite_detail("line 1:x", &lines, &[]), "line 3:x");
     assert_eq!(
-        rewrite_detail("line 4: out of range", &lines),
+        rewrite_detail("line 4: out of range", &lines, &[]),
         "line 4: out of range"
     );
-    assert_eq!(rewrite_detail("line 0: zero", &lines), "line 0: zero");
-    assert_eq!(rewrite_detail("linear: bad", &lines), "linear: bad");
-    assert_eq!(rewrite_detail("line x: y", &lines), "line x: y");
-    assert_eq!(rewrite_detail("", &lines), "");
+    assert_eq!(rewrite_detail("line 0: zero", &lines, &[]), "line 0: zero");
+    assert_eq!(rewrite_detail("linear: bad", &lines, &[]), "linear: bad");
+    assert_eq!(rewrite_detail("line x: y", &lines, &[]), "line x: y");
+    assert_eq!(rewrite_detail("", &lines, &[]), "");
 }
 
 #[test]
@@ -276,6 +276,7 @@ fn report_deps_and_tree_fields() {
         devs_used: vec![],
         ref_names: vec!["top".into(), "top2".into()],
         ref_devnos: vec![(254, 2), (254, 3)],
+        ..Default::default()
     });
     r.add_row(&RowData {
         info: info("top", 2, ""),
@@ -355,6 +356,7 @@ fn stacked() -> DepGraph {
             }),
             deps,
             blkdevname: Some(format!("dm-{mi}")),
+            path: None,
         };
         match (ma, mi) {
             (254, 0) => dm("base", "", vec![(7, 0)], 2),
@@ -365,6 +367,7 @@ fn stacked() -> DepGraph {
                 info: None,
                 deps: vec![],
                 blkdevname: Some("loop0".into()),
+                path: None,
             },
         }
     };
@@ -423,6 +426,7 @@ fn tree_truncates_at_the_width() {
         info: Some(info(long, mi, uuid)),
         deps: vec![],
         blkdevname: Some(format!("dm-{mi}")),
+        path: None,
     };
     let g = DepGraph::build(&[(254, 2)], &facts);
     let o = TreeOptions::parse(Some("ascii,uuid,active,rw,open,blkdevname"), false, 80).unwrap();

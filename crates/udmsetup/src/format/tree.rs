@@ -13,8 +13,11 @@ pub struct Node {
     pub major: u32,
     pub minor: u32,
     pub info: Option<DeviceInfo>,
-    /// The kernel-style block device name (`dm-3`, `loop0`), if known.
+    /// The kernel-style block device name (`dm-3`, `loop0`), if known;
+    /// for a regular file, its path.
     pub blkdevname: Option<String>,
+    /// A regular file's path (udm lists files as `0:N`).
+    pub path: Option<String>,
     uses: Vec<Link>,
     used_by: Vec<Link>,
 }
@@ -41,6 +44,8 @@ pub struct DevFacts {
     pub info: Option<DeviceInfo>,
     pub deps: Vec<(u32, u32)>,
     pub blkdevname: Option<String>,
+    /// A regular file's path.
+    pub path: Option<String>,
 }
 
 impl DepGraph {
@@ -131,6 +136,7 @@ impl DepGraph {
                     minor: dev.1,
                     info: f.info,
                     blkdevname: f.blkdevname,
+                    path: f.path,
                     uses: Vec::new(),
                     used_by: Vec::new(),
                 });
@@ -228,6 +234,10 @@ pub const VT100: Symbols = Symbols([
 pub struct TreeOptions {
     pub device: bool,
     pub blkdevname: bool,
+    /// udm's `devname`: name every device that is not a udm device (a
+    /// file by its path, a block device by its kernel name). dmsetup has
+    /// no such tree option.
+    pub devname: bool,
     pub active: bool,
     pub rw: bool,
     pub open: bool,
@@ -247,6 +257,7 @@ impl TreeOptions {
         let mut t = TreeOptions {
             device: true,
             blkdevname: false,
+            devname: false,
             active: false,
             rw: false,
             open: false,
@@ -264,6 +275,7 @@ impl TreeOptions {
                 "blkdevname" => t.blkdevname = true,
                 "compact" => t.compact = true,
                 "device" => t.device = true,
+                "devname" => t.devname = true,
                 "inverted" => t.inverted = true,
                 "nodevice" => t.device = false,
                 "notrunc" => t.truncate = false,
@@ -272,7 +284,7 @@ impl TreeOptions {
                 "utf" => t.symbols = UTF,
                 "uuid" => t.uuid = true,
                 "vt100" => t.symbols = VT100,
-                _ => return Err(format!("Tree option not recognised: {o}.")),
+                _ => return Err(format!("Tree options not recognised: {o}.")),
             }
         }
         Ok(t)
@@ -359,7 +371,11 @@ impl Out<'_> {
 
 fn display_node(out: &mut Out, n: &Node, depth: usize, last: bool, has_children: bool) {
     let opts = out.opts;
-    if depth + 2 > MAX_DEPTH || (n.name.is_empty() && !opts.device && !opts.blkdevname) {
+    let name = match (&n.info, opts.devname) {
+        (None, true) => n.blkdevname.clone().unwrap_or_default(),
+        _ => n.name.clone(),
+    };
+    if depth + 2 > MAX_DEPTH || (name.is_empty() && !opts.device && !opts.blkdevname) {
         return;
     }
     let compact = opts.compact_layout();
@@ -374,7 +390,7 @@ fn display_node(out: &mut Out, n: &Node, depth: usize, last: bool, has_children:
         let s = opts.symbols.0;
         out.str(if out.more[depth] { s[5] } else { s[4] });
     }
-    out.str(&n.name);
+    out.str(&name);
     if opts.blkdevname {
         if let Some(b) = &n.blkdevname {
             out.str(&format!(" <{b}>"));

@@ -186,6 +186,9 @@ pub struct FakeKernel {
     pub next_minor: u32,
     /// Extra registered target types (name, version), most recent first.
     pub extra_targets: Vec<TargetVersion>,
+    /// Regular files tables may name by path, listed in deps as
+    /// `0:<index + 1>` (udmd's FILE_MAJOR numbering).
+    pub files: Vec<String>,
 }
 
 fn status_header(d: &Dev, query_inactive: bool, in_flags: u32) -> DmIoctl {
@@ -307,19 +310,28 @@ impl FakeKernel {
                     s.target_type
                 ));
             }
+            // As udmd: the end must fit in the kernel's sector_t range.
+            let Some(end) = s
+                .sector_start
+                .checked_add(s.length)
+                .filter(|&e| e <= u64::MAX >> 9)
+            else {
+                return Err(format!("line {line}: {}: too large device", s.target_type));
+            };
             if s.sector_start != next {
                 return Err(format!("line {line}: {}: Gap in table", s.target_type));
             }
-            next = s.sector_start + s.length;
+            next = end;
         }
         Ok(())
     }
 
-    fn deps(specs: &[TargetSpec]) -> Vec<u64> {
+    fn deps(specs: &[TargetSpec], files: &[String]) -> Vec<u64> {
         let mut out: Vec<u64> = Vec::new();
         for s in specs {
             for w in s.params.split_whitespace() {
-                if let Some((a, b)) = parse_devno(w) {
+                let file = files.iter().position(|f| f == w).map(|i| (0, i as u32 + 1));
+                if let Some((a, b)) = parse_devno(w).or(file) {
                     let d = encode_dev(a, b);
                     if !out.contains(&d) {
                         // The kernel prepends each new device.
@@ -498,7 +510,7 @@ impl FakeKernel {
                 let Some(t) = table else {
                     return Answer::ok(out, vec![]);
                 };
-                match encode_deps(&Self::deps(t), space) {
+                match encode_deps(&Self::deps(t, &self.files), space) {
                     Some(p) => Answer::ok(out, p),
                     None => {
                         let mut out = out;
