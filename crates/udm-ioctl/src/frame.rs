@@ -7,6 +7,37 @@
 //! request: magic u32 | ioctl u32 | len u32 | buffer[len]
 //! reply:   magic u32 | errno i32 | len u32 | buffer[len] | detail_len u32 | detail[detail_len]
 //! ```
+//!
+//! # What a reply's buffer holds
+//!
+//! Exactly the bytes the kernel's `ctl_ioctl` would write into the caller's
+//! buffer, from offset 0: a caller emulating the ioctl copies the reply's
+//! buffer over the start of its request buffer and leaves the rest alone.
+//!
+//! * An ioctl number whose type byte is not 0xfd: nothing (`len` = 0, ENOTTY).
+//! * `DM_VERSION`, and every failure once the version was read (a version
+//!   mismatch, an unknown command, a bad `data_size`, any handler error):
+//!   only `version[3]`, 12 bytes holding udm's version. The caller's
+//!   `data_size`, name, uuid and payload stay as they were.
+//! * `DM_REMOVE_ALL` and `DM_DEV_SET_GEOMETRY` on success: also only
+//!   `version[3]` (the kernel sets `data_size` to 0 and copies nothing more).
+//! * Any other success: the first `data_size` bytes of the result, with
+//!   `data_size` = 305 for a header-only reply, or 312 + payload when a
+//!   payload sits at `data_start` = 312.
+//!
+//! A buffer shorter than the 12 bytes of `version` is EINVAL with nothing
+//! written. Inside a returned header, bytes the kernel would leave as the
+//! caller sent them (the padding word, and bytes past the NUL of the name
+//! and uuid) are zero in udm's reply.
+//!
+//! # Limits
+//!
+//! A length over [`MAX_FRAME`] is refused as soon as it is read (the reply
+//! carries EINVAL and the connection is closed). Below that, the daemon
+//! reads each request straight into the buffer its handler uses and caps
+//! the request bytes held across all its clients (`udmd` documents the
+//! budget): a frame that would exceed the budget waits until earlier
+//! frames are done, so a client sees a delay, never a different answer.
 
 use crate::DecodeError;
 

@@ -19,6 +19,27 @@ pub const MAX_TYPE_NAME: usize = 16;
 /// Largest `data_size` the kernel accepts: DM_MAX_TARGETS × DM_MAX_TARGET_PARAMS.
 pub const MAX_DATA_SIZE: usize = 1 << 30;
 
+/// Bytes of `version[3]`: all the kernel writes back for DM_VERSION, for a
+/// failed command, and for REMOVE_ALL and SET_GEOMETRY (which set
+/// `data_size` to 0).
+pub const VERSION_LEN: usize = 12;
+
+/// `version` as the kernel's `check_version` writes it (host byte order).
+pub fn encode_version(version: [u32; 3]) -> [u8; VERSION_LEN] {
+    let mut b = [0u8; VERSION_LEN];
+    for (i, v) in version.iter().enumerate() {
+        b[4 * i..4 * i + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    b
+}
+
+/// The `version[3]` at the front of a buffer, if it holds 12 bytes.
+pub fn decode_version(buf: &[u8]) -> Option<[u32; 3]> {
+    let v = buf.get(..VERSION_LEN)?;
+    let word = |i: usize| u32::from_ne_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
+    Some([word(0), word(4), word(8)])
+}
+
 pub(crate) const OFF_VERSION: usize = 0;
 pub(crate) const OFF_DATA_SIZE: usize = 12;
 pub(crate) const OFF_DATA_START: usize = 16;

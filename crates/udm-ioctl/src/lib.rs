@@ -25,8 +25,9 @@ pub use dev::{decode_dev, encode_dev};
 pub use error::DecodeError;
 pub use frame::{ReplyFrame, RequestFrame, FRAME_MAGIC, MAX_FRAME};
 pub use header::{
-    check_name, check_uuid, reply_buffer, request_buffer, split_buffer, DmIoctl, HEADER_MIN,
-    HEADER_SIZE, MAX_DATA_SIZE, MAX_TYPE_NAME, NAME_LEN, UUID_LEN, VERSION,
+    check_name, check_uuid, decode_version, encode_version, reply_buffer, request_buffer,
+    split_buffer, DmIoctl, HEADER_MIN, HEADER_SIZE, MAX_DATA_SIZE, MAX_TYPE_NAME, NAME_LEN,
+    UUID_LEN, VERSION, VERSION_LEN,
 };
 pub use names::{
     decode_name_list, encode_name_list, NameListEntry, NAME_LIST_FLAG_DOESNT_HAVE_UUID,

@@ -4,7 +4,9 @@
 
 use udm_core::engine::StatusLine;
 use udm_core::{DevNumber, DevRef, DeviceInfo, DmError, Engine, RenameTo, StatusType, TargetSpec};
-use udm_ioctl::{flags, Command, DmIoctl, ReplyFrame, HEADER_MIN, HEADER_SIZE, VERSION};
+use udm_ioctl::{
+    encode_version, flags, Command, DmIoctl, ReplyFrame, HEADER_MIN, HEADER_SIZE, VERSION,
+};
 
 /// Per-connection state (what the kernel keeps per open control fd).
 #[derive(Debug, Default)]
@@ -43,46 +45,75 @@ fn fail(errno: i32, detail: impl Into<String>) -> Failure {
     }
 }
 
-/// What a handler produced: the header to send back and an optional payload.
-/// `header_only` replies copy back just the first 305 bytes (data_size = 305).
+/// What a successful handler copies back (the kernel's `data_size` after
+/// the handler ran, then `copy_to_user(user, param, data_size)`).
+enum Copy {
+    /// The header only: `data_size` = 305, 305 bytes.
+    Header,
+    /// The header and a payload at 312: `data_size` = 312 + payload.
+    Payload(Vec<u8>),
+    /// Nothing past `version[3]` (REMOVE_ALL and SET_GEOMETRY set
+    /// `data_size` to 0; `check_version` already wrote the version).
+    VersionOnly,
+}
+
+/// What a handler produced: the header to send back and what to copy.
 struct Out {
     header: DmIoctl,
-    payload: Option<Vec<u8>>,
+    copy: Copy,
+}
+
+impl Out {
+    fn header(header: DmIoctl) -> Out {
+        Out {
+            header,
+            copy: Copy::Header,
+        }
+    }
+
+    fn payload(header: DmIoctl, payload: Vec<u8>) -> Out {
+        Out {
+            header,
+            copy: Copy::Payload(payload),
+        }
+    }
+}
+
+/// A reply that writes back only `version[3]`, as the kernel's ctl_ioctl
+/// does on every failure after `check_version` (and for DM_VERSION).
+fn version_only(errno: i32, detail: String) -> ReplyFrame {
+    ReplyFrame {
+        errno,
+        buffer: encode_version(VERSION).to_vec(),
+        detail,
+    }
 }
 
 /// Handle one request. Never panics on any input.
+///
+/// The reply's buffer is exactly what the kernel would write to the
+/// caller's buffer, from offset 0 (see the framing in `udm_ioctl::frame`):
+/// nothing for an ioctl that is not a dm one; `version[3]` (12 bytes) for
+/// DM_VERSION, for any failure once the version was read, and for
+/// REMOVE_ALL and SET_GEOMETRY; otherwise the first `data_size` bytes as the
+/// handler left it (305 for a header-only reply).
 pub fn handle(engine: &Engine, ioctl: u32, buf: &[u8], conn: &mut ConnState) -> ReplyFrame {
-    let cmd = match Command::from_ioctl_number(ioctl) {
-        Ok(c) => c,
-        Err(e) => {
-            return ReplyFrame {
-                errno: e.errno(),
-                buffer: Vec::new(),
-                detail: e.to_string(),
-            }
-        }
-    };
-    let mut header = match DmIoctl::decode(buf) {
-        Ok(h) => h,
-        Err(e) => {
-            return ReplyFrame {
-                errno: libc::EINVAL,
-                buffer: Vec::new(),
-                detail: e.to_string(),
-            }
-        }
-    };
-    let client_version = header.version;
-    header.version = VERSION;
-    let version_only = |errno: i32, detail: String| {
-        let mut h = DmIoctl::new();
-        h.version = VERSION;
-        h.data_size = HEADER_MIN as u32;
-        ReplyFrame {
-            errno,
-            buffer: encode_prefix(&h, HEADER_MIN),
-            detail,
-        }
+    let cmd = Command::from_ioctl_number(ioctl);
+    if let Err(e @ udm_ioctl::DecodeError::NotDmIoctl(_)) = cmd {
+        // `_IOC_TYPE(command) != DM_IOCTL`: ENOTTY before the buffer is touched.
+        return ReplyFrame {
+            errno: e.errno(),
+            buffer: Vec::new(),
+            detail: e.to_string(),
+        };
+    }
+    // check_version: read version[3], write ours back whatever the outcome.
+    let Some(client_version) = udm_ioctl::decode_version(buf) else {
+        return ReplyFrame {
+            errno: libc::EINVAL,
+            buffer: Vec::new(),
+            detail: format!("a {}-byte buffer holds no version", buf.len()),
+        };
     };
     if client_version[0] != VERSION[0] || client_version[1] > VERSION[1] {
         return version_only(
@@ -98,9 +129,16 @@ pub fn handle(engine: &Engine, ioctl: u32, buf: &[u8], conn: &mut ConnState) -> 
             ),
         );
     }
-    if cmd == Command::Version {
-        return version_only(0, String::new());
-    }
+    let cmd = match cmd {
+        Ok(Command::Version) => return version_only(0, String::new()),
+        Ok(c) => c,
+        Err(e) => return version_only(e.errno(), e.to_string()),
+    };
+    let mut header = match DmIoctl::decode(buf) {
+        Ok(h) => h,
+        Err(e) => return version_only(libc::EINVAL, e.to_string()),
+    };
+    header.version = VERSION;
     let size = header.data_size as usize;
     if size < HEADER_MIN || size > buf.len() || size > udm_ioctl::MAX_DATA_SIZE {
         return version_only(
@@ -137,16 +175,17 @@ pub fn handle(engine: &Engine, ioctl: u32, buf: &[u8], conn: &mut ConnState) -> 
     let capacity = size.saturating_sub(HEADER_SIZE);
     match dispatch(engine, cmd, header, payload, capacity, buf, conn) {
         Ok(out) => {
-            let buffer = match out.payload {
-                Some(p) => match udm_ioctl::reply_buffer(&out.header, &p) {
+            let buffer = match out.copy {
+                Copy::Payload(p) => match udm_ioctl::reply_buffer(&out.header, &p) {
                     Ok(b) => b,
                     Err(e) => return version_only(e.errno(), e.to_string()),
                 },
-                None => {
+                Copy::Header => {
                     let mut h = out.header;
                     h.data_size = HEADER_MIN as u32;
                     encode_prefix(&h, HEADER_MIN)
                 }
+                Copy::VersionOnly => encode_version(VERSION).to_vec(),
             };
             ReplyFrame {
                 errno: 0,
@@ -258,15 +297,12 @@ fn dispatch(
     let query_inactive = h.flags & flags::QUERY_INACTIVE_TABLE != 0;
     let noflush = h.flags & flags::NOFLUSH != 0;
     match cmd {
-        Command::Version => Ok(Out {
-            header: h,
-            payload: None,
-        }),
+        Command::Version => Ok(Out::header(h)),
         Command::RemoveAll => {
             engine.remove_all(h.flags & flags::DEFERRED_REMOVE != 0);
             Ok(Out {
                 header: h,
-                payload: None,
+                copy: Copy::VersionOnly,
             })
         }
         Command::ListDevices => {
@@ -295,24 +331,18 @@ fn dispatch(
             let uuid = Some(h.uuid.as_str()).filter(|u| !u.is_empty());
             let info = engine.create(&h.name, uuid, minor)?;
             dev_status(&mut h, &info);
-            Ok(Out {
-                header: h,
-                payload: None,
-            })
+            Ok(Out::header(h))
         }
         Command::DevRemove => {
             let r = dev_ref(&h)?;
             match engine.remove(&r, h.flags & flags::DEFERRED_REMOVE != 0)? {
                 Some(info) => dev_status(&mut h, &info),
-                None => {
-                    h.flags &= !flags::DEFERRED_REMOVE;
-                    h.flags |= flags::UEVENT_GENERATED;
-                }
+                // The kernel sets UEVENT_GENERATED here because it sent a
+                // REMOVE uevent; udm sends none, so it never claims one
+                // (libdm would wait on its udev cookie forever).
+                None => h.flags &= !flags::DEFERRED_REMOVE,
             }
-            Ok(Out {
-                header: h,
-                payload: None,
-            })
+            Ok(Out::header(h))
         }
         Command::DevRename => {
             if h.name.is_empty() {
@@ -332,35 +362,25 @@ fn dispatch(
                 RenameTo::Name(new)
             };
             let info = engine.rename(&h.name, &to)?;
+            // No CHANGE uevent is sent, so UEVENT_GENERATED stays clear.
             dev_status(&mut h, &info);
-            h.flags |= flags::UEVENT_GENERATED;
-            Ok(Out {
-                header: h,
-                payload: None,
-            })
+            Ok(Out::header(h))
         }
         Command::DevSuspend => {
             let r = dev_ref(&h)?;
             let info = if h.flags & flags::SUSPEND != 0 {
                 engine.suspend(&r, noflush)?
             } else {
-                let info = engine.resume(&r, noflush)?;
-                h.flags |= flags::UEVENT_GENERATED;
-                info
+                // No CHANGE uevent is sent, so UEVENT_GENERATED stays clear.
+                engine.resume(&r, noflush)?
             };
             dev_status(&mut h, &info);
-            Ok(Out {
-                header: h,
-                payload: None,
-            })
+            Ok(Out::header(h))
         }
         Command::DevStatus => {
             let info = engine.info(&dev_ref(&h)?, query_inactive)?;
             dev_status(&mut h, &info);
-            Ok(Out {
-                header: h,
-                payload: None,
-            })
+            Ok(Out::header(h))
         }
         Command::DevWait => {
             let r = dev_ref(&h)?;
@@ -390,18 +410,12 @@ fn dispatch(
                 .collect();
             let info = engine.load(&r, &specs, h.flags & flags::READONLY != 0)?;
             dev_status(&mut h, &info);
-            Ok(Out {
-                header: h,
-                payload: None,
-            })
+            Ok(Out::header(h))
         }
         Command::TableClear => {
             let info = engine.clear(&dev_ref(&h)?)?;
             dev_status(&mut h, &info);
-            Ok(Out {
-                header: h,
-                payload: None,
-            })
+            Ok(Out::header(h))
         }
         Command::TableDeps => {
             let (info, devs) = engine.deps(&dev_ref(&h)?, query_inactive)?;
@@ -442,22 +456,13 @@ fn dispatch(
                     let p = udm_ioctl::encode_string(&text);
                     if p.len() >= capacity {
                         h.flags |= flags::BUFFER_FULL;
-                        Ok(Out {
-                            header: h,
-                            payload: Some(Vec::new()),
-                        })
+                        Ok(Out::payload(h, Vec::new()))
                     } else {
                         h.flags |= flags::DATA_OUT;
-                        Ok(Out {
-                            header: h,
-                            payload: Some(p),
-                        })
+                        Ok(Out::payload(h, p))
                     }
                 }
-                None => Ok(Out {
-                    header: h,
-                    payload: None,
-                }),
+                None => Ok(Out::header(h)),
             }
         }
         Command::DevSetGeometry => {
@@ -467,15 +472,12 @@ fn dispatch(
             engine.set_geometry(&r, &text)?;
             Ok(Out {
                 header: h,
-                payload: None,
+                copy: Copy::VersionOnly,
             })
         }
         Command::DevArmPoll => {
             conn.armed_event = Some(engine.global_event_nr());
-            Ok(Out {
-                header: h,
-                payload: None,
-            })
+            Ok(Out::header(h))
         }
     }
 }
@@ -495,10 +497,7 @@ fn table_status(
     let (info, lines) = engine.status(r, inactive, kind)?;
     dev_status(&mut h, &info);
     let p = status_payload(&lines, capacity, &mut h);
-    Ok(Out {
-        header: h,
-        payload: Some(p),
-    })
+    Ok(Out::payload(h, p))
 }
 
 fn versions_out(
@@ -515,8 +514,5 @@ fn fitted(mut h: DmIoctl, payload: Option<Vec<u8>>) -> Out {
     if payload.is_none() {
         h.flags |= flags::BUFFER_FULL;
     }
-    Out {
-        header: h,
-        payload: Some(payload.unwrap_or_default()),
-    }
+    Out::payload(h, payload.unwrap_or_default())
 }

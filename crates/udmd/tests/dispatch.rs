@@ -22,13 +22,190 @@ fn call(
     payload: &[u8],
     capacity: usize,
 ) -> (i32, DmIoctl, Vec<u8>, String) {
-    let buf = request_buffer(h, payload, capacity).unwrap();
+    let mut buf = request_buffer(h, payload, capacity).unwrap();
     let r = handle(e, cmd.ioctl_number(), &buf, &mut ConnState::default());
     if r.buffer.is_empty() {
         return (r.errno, DmIoctl::default(), Vec::new(), r.detail);
     }
-    let (rh, p) = split_buffer(&r.buffer).unwrap();
+    // As the framing documents: the reply is copied over the start of the
+    // caller's buffer (what the kernel's copy_to_user would write).
+    buf[..r.buffer.len()].copy_from_slice(&r.buffer);
+    if r.errno != 0 {
+        return (r.errno, DmIoctl::decode(&buf).unwrap(), Vec::new(), r.detail);
+    }
+    let (rh, p) = split_buffer(&buf).unwrap();
     (r.errno, rh, p.to_vec(), r.detail)
+}
+
+/// `version[3]` as the kernel's check_version writes it back.
+fn version_bytes() -> Vec<u8> {
+    VERSION.iter().flat_map(|v| v.to_ne_bytes()).collect()
+}
+
+/// The raw reply to one request buffer.
+fn raw(e: &Engine, ioctl: u32, buf: &[u8]) -> udm_ioctl::ReplyFrame {
+    handle(e, ioctl, buf, &mut ConnState::default())
+}
+
+fn active(e: &Engine, name: &str) {
+    e.create(name, None, None).unwrap();
+    e.load_text(&DevRef::name(name), "0 8 zero", false).unwrap();
+    e.resume(&DevRef::name(name), false).unwrap();
+}
+
+#[test]
+fn failed_command_copies_back_only_the_version() {
+    let e = engine();
+    e.create("dup", None, None).unwrap();
+    let cases: Vec<(&str, u32, Vec<u8>, i32)> = vec![
+        (
+            "status of a missing device",
+            Command::DevStatus.ioctl_number(),
+            request_buffer(&header("missing"), &[], 16 << 10).unwrap(),
+            libc::ENXIO,
+        ),
+        (
+            "create of an existing name",
+            Command::DevCreate.ioctl_number(),
+            request_buffer(&header("dup"), &[], 16 << 10).unwrap(),
+            libc::EBUSY,
+        ),
+        (
+            "name and uuid together",
+            Command::DevStatus.ioctl_number(),
+            request_buffer(
+                &DmIoctl {
+                    uuid: "u".into(),
+                    ..header("dup")
+                },
+                &[],
+                4096,
+            )
+            .unwrap(),
+            libc::EINVAL,
+        ),
+        (
+            "a client minor above ours",
+            Command::DevStatus.ioctl_number(),
+            request_buffer(
+                &DmIoctl {
+                    version: [4, VERSION[1] + 1, 0],
+                    ..header("dup")
+                },
+                &[],
+                4096,
+            )
+            .unwrap(),
+            libc::EINVAL,
+        ),
+        (
+            "an unknown command number",
+            0xC138_FD00 | 40,
+            request_buffer(&header("dup"), &[], 4096).unwrap(),
+            libc::ENOTTY,
+        ),
+        (
+            "a data_size beyond the buffer",
+            Command::DevStatus.ioctl_number(),
+            {
+                let mut b = request_buffer(&header("dup"), &[], 4096).unwrap();
+                b[12..16].copy_from_slice(&8192u32.to_ne_bytes());
+                b
+            },
+            libc::EINVAL,
+        ),
+    ];
+    for (what, ioctl, buf, errno) in cases {
+        let r = raw(&e, ioctl, &buf);
+        assert_eq!(r.errno, errno, "{what}: {}", r.detail);
+        assert_eq!(
+            r.buffer,
+            version_bytes(),
+            "{what}: on failure the kernel writes back only version[3]"
+        );
+    }
+    // Not a dm ioctl at all: the kernel returns ENOTTY before touching the buffer.
+    let r = raw(
+        &e,
+        0x1234_5678,
+        &request_buffer(&header("dup"), &[], 4096).unwrap(),
+    );
+    assert_eq!((r.errno, r.buffer.len()), (libc::ENOTTY, 0));
+}
+
+#[test]
+fn version_copies_back_only_the_version() {
+    let e = engine();
+    let mut h = DmIoctl::new();
+    h.version = [4, 0, 0];
+    let r = raw(
+        &e,
+        Command::Version.ioctl_number(),
+        &request_buffer(&h, &[], 16 << 10).unwrap(),
+    );
+    assert_eq!(r.errno, 0, "{}", r.detail);
+    assert_eq!(r.buffer, version_bytes());
+}
+
+#[test]
+fn remove_all_and_set_geometry_copy_back_only_the_version() {
+    let e = engine();
+    active(&e, "g");
+    let r = raw(
+        &e,
+        Command::DevSetGeometry.ioctl_number(),
+        &request_buffer(&header("g"), &udm_ioctl::encode_string("1 2 3 0"), 4096).unwrap(),
+    );
+    assert_eq!(r.errno, 0, "{}", r.detail);
+    assert_eq!(r.buffer, version_bytes(), "SET_GEOMETRY sets data_size to 0");
+    let r = raw(
+        &e,
+        Command::RemoveAll.ioctl_number(),
+        &request_buffer(&DmIoctl::new(), &[], 4096).unwrap(),
+    );
+    assert_eq!(r.errno, 0, "{}", r.detail);
+    assert_eq!(r.buffer, version_bytes(), "REMOVE_ALL sets data_size to 0");
+    assert!(e.list().is_empty());
+}
+
+#[test]
+fn header_only_success_copies_back_305_bytes() {
+    let e = engine();
+    let mut buf = request_buffer(&header("h"), &[], 16 << 10).unwrap();
+    let r = raw(&e, Command::DevCreate.ioctl_number(), &buf);
+    assert_eq!(r.errno, 0, "{}", r.detail);
+    assert_eq!(r.buffer.len(), HEADER_MIN);
+    buf[..HEADER_MIN].copy_from_slice(&r.buffer);
+    let h = DmIoctl::decode(&buf).unwrap();
+    assert_eq!((h.data_size as usize, h.name.as_str()), (HEADER_MIN, "h"));
+}
+
+#[test]
+fn resume_remove_rename_never_claim_a_uevent() {
+    // udm sends no uevents, so it must never tell libdm one was generated
+    // (libdm would wait on its udev cookie forever).
+    let e = engine();
+    e.create("u", None, None).unwrap();
+    e.load_text(&DevRef::name("u"), "0 8 zero", false).unwrap();
+    let (errno, rh, _, d) = call(&e, Command::DevSuspend, &header("u"), &[], 4096);
+    assert_eq!(errno, 0, "resume: {d}");
+    assert_eq!(rh.flags & flags::UEVENT_GENERATED, 0, "resume");
+    let (errno, rh, _, d) = call(
+        &e,
+        Command::DevRename,
+        &header("u"),
+        &udm_ioctl::encode_string("u2"),
+        4096,
+    );
+    assert_eq!(errno, 0, "rename: {d}");
+    assert_eq!(rh.flags & flags::UEVENT_GENERATED, 0, "rename");
+    // The flag is output-only: one sent in is cleared, as the kernel does.
+    let mut h = header("u2");
+    h.flags = flags::UEVENT_GENERATED;
+    let (errno, rh, _, d) = call(&e, Command::DevRemove, &h, &[], 4096);
+    assert_eq!(errno, 0, "remove: {d}");
+    assert_eq!(rh.flags & flags::UEVENT_GENERATED, 0, "remove");
+    assert!(e.list().is_empty());
 }
 
 #[test]
@@ -43,16 +220,21 @@ fn version_mismatch_is_einval_and_reports_our_version() {
     assert_eq!(call(&e, Command::DevCreate, &h, &[], 0).0, libc::EINVAL);
     h.version = [4, 0, 0];
     let (errno, rh, _, _) = call(&e, Command::Version, &h, &[], 0);
+    // Only version[3] comes back: the caller's own data_size survives.
     assert_eq!(
         (errno, rh.version, rh.data_size as usize),
-        (0, VERSION, HEADER_MIN)
+        (0, VERSION, udm_ioctl::HEADER_SIZE)
     );
 }
 
 #[test]
 fn unknown_ioctl_is_enotty_and_short_buffers_einval() {
     let e = engine();
+    // The version is checked (and written back) before the command is looked up.
     let r = handle(&e, 0xC138_FD00 | 40, &[0u8; 312], &mut ConnState::default());
+    assert_eq!(r.errno, libc::EINVAL);
+    let buf = request_buffer(&DmIoctl::new(), &[], 0).unwrap();
+    let r = handle(&e, 0xC138_FD00 | 40, &buf, &mut ConnState::default());
     assert_eq!(r.errno, libc::ENOTTY);
     let r = handle(&e, 0x1234_5678, &[0u8; 312], &mut ConnState::default());
     assert_eq!(r.errno, libc::ENOTTY);

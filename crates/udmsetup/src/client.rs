@@ -101,10 +101,8 @@ pub enum ClientError {
 fn returned(sent: &DmIoctl, buffer: &[u8]) -> Result<(DmIoctl, Vec<u8>), ClientError> {
     if buffer.len() < udm_ioctl::HEADER_MIN {
         let mut h = sent.clone();
-        if let Some(v) = buffer.get(..12) {
-            for (i, word) in v.chunks_exact(4).enumerate() {
-                h.version[i] = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]);
-            }
+        if let Some(v) = udm_ioctl::decode_version(buffer) {
+            h.version = v;
         }
         return Ok((h, Vec::new()));
     }
@@ -165,8 +163,8 @@ impl Client {
             if reply.errno != 0 {
                 // As from the kernel, only `version` comes back on failure.
                 let mut header = header.clone();
-                if let Ok(h) = DmIoctl::decode(&reply.buffer) {
-                    header.version = h.version;
+                if let Some(v) = udm_ioctl::decode_version(&reply.buffer) {
+                    header.version = v;
                 }
                 return Ok(Reply {
                     header,
