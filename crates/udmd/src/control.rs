@@ -2,6 +2,9 @@
 //! with the kernel's validation order, flags, BUFFER_FULL behaviour and errno
 //! values (see reference/kernel-dm-facts.md §1). No I/O here.
 
+use std::os::fd::RawFd;
+use std::time::Duration;
+
 use udm_core::engine::StatusLine;
 use udm_core::{DevNumber, DevRef, DeviceInfo, DmError, Engine, RenameTo, StatusType, TargetSpec};
 use udm_ioctl::{
@@ -13,6 +16,53 @@ use udm_ioctl::{
 pub struct ConnState {
     /// Global event counter recorded by DEV_ARM_POLL.
     pub armed_event: Option<u64>,
+    /// The client's socket, when there is one: a DEV_WAIT ends (EINTR, as a
+    /// signal would end the kernel's) once the client has hung up, so an
+    /// abandoned wait gives its thread back.
+    pub peer: Option<RawFd>,
+}
+
+/// How often a DEV_WAIT looks whether its client is still there.
+const PEER_CHECK: Duration = Duration::from_millis(500);
+
+/// Whether the peer of a connected socket has closed it (POLLHUP/POLLERR;
+/// a half-close for writing still waits for its reply).
+fn peer_gone(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout; `fd` is owned by the caller's
+    // stream for the whole call.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+}
+
+/// DEV_WAIT: block until the device's event counter moves; with a peer,
+/// in slices between which the peer is checked.
+fn wait_event(
+    engine: &Engine,
+    r: &DevRef,
+    event_nr: u32,
+    peer: Option<RawFd>,
+) -> Result<DeviceInfo, Failure> {
+    let Some(fd) = peer else {
+        return Ok(engine.wait(r, event_nr, None)?);
+    };
+    // Look the device up once (a rename between slices must not lose it).
+    let by_number = DevRef::Number(engine.info(r, false)?.dev);
+    loop {
+        match engine.wait(&by_number, event_nr, Some(PEER_CHECK)) {
+            Ok(info) => return Ok(info),
+            Err(e) if e.errno().0 == libc::EINTR => {
+                if peer_gone(fd) {
+                    return Err(fail(libc::EINTR, "the waiting client hung up"));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 struct Failure {
@@ -384,7 +434,7 @@ fn dispatch(
         }
         Command::DevWait => {
             let r = dev_ref(&h)?;
-            let info = engine.wait(&r, h.event_nr, None)?;
+            let info = wait_event(engine, &r, h.event_nr, conn.peer)?;
             // The event may have been a rename: report on the same device, by number.
             table_status(
                 engine,

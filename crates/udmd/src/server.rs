@@ -3,15 +3,18 @@
 //! boundary is still known) and disconnected; the daemon and other clients go on.
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use parking_lot::{Condvar, Mutex};
 use udm_core::Engine;
-use udm_ioctl::{ReplyFrame, RequestFrame};
+use udm_ioctl::{ReplyFrame, RequestFrame, MAX_FRAME};
 
 use crate::control::{handle, ConnState};
 
@@ -95,42 +98,157 @@ impl Drop for ControlServer {
     }
 }
 
-fn serve_client(engine: Engine, mut stream: UnixStream) {
-    let mut conn = ConnState::default();
-    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
-    let mut chunk = vec![0u8; 64 << 10];
-    loop {
-        // Decode every complete frame already buffered.
-        loop {
-            match RequestFrame::decode(&buf) {
-                Ok(Some((req, used))) => {
-                    buf.drain(..used);
-                    let reply = handle(&engine, req.ioctl, &req.buffer, &mut conn);
-                    if reply.errno != 0 {
-                        tracing::debug!(ioctl = format!("{:#x}", req.ioctl), errno = reply.errno, detail = %reply.detail, "request failed");
-                    }
-                    if stream.write_all(&reply.encode()).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!("malformed control frame, closing the connection: {e}");
-                    let reply = ReplyFrame {
-                        errno: e.errno(),
-                        buffer: Vec::new(),
-                        detail: e.to_string(),
-                    };
-                    let _ = stream.write_all(&reply.encode());
-                    return;
-                }
+/// The request bytes udmd holds at once across all control clients, unless
+/// [`set_request_budget`] says otherwise: one largest frame.
+pub const DEFAULT_REQUEST_BUDGET: usize = MAX_FRAME;
+
+/// Request bytes held across every control connection. A frame's buffer is
+/// reserved here before it is allocated and released once its reply is
+/// written. A frame that would take the total past the cap waits until
+/// earlier frames are done (it is never refused for it); a frame always
+/// proceeds when nothing else is held, so one frame up to [`MAX_FRAME`]
+/// works whatever the cap.
+struct RequestBudget {
+    state: Mutex<BudgetState>,
+    freed: Condvar,
+}
+
+struct BudgetState {
+    cap: usize,
+    held: usize,
+    peak: usize,
+    waiting: usize,
+}
+
+static BUDGET: RequestBudget = RequestBudget {
+    state: Mutex::new(BudgetState {
+        cap: DEFAULT_REQUEST_BUDGET,
+        held: 0,
+        peak: 0,
+        waiting: 0,
+    }),
+    freed: Condvar::new(),
+};
+
+/// Set the cap on request bytes held across all control clients.
+pub fn set_request_budget(bytes: usize) {
+    BUDGET.state.lock().cap = bytes;
+    BUDGET.freed.notify_all();
+}
+
+/// What the request budget holds now: (bytes held, the most ever held,
+/// frames waiting for room).
+pub fn request_budget_usage() -> (usize, usize, usize) {
+    let st = BUDGET.state.lock();
+    (st.held, st.peak, st.waiting)
+}
+
+/// How long a frame's body may stall (no byte arriving) before the client
+/// is dropped.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `len` bytes of the budget, released on drop.
+struct Reservation(usize);
+
+impl Reservation {
+    fn take(len: usize) -> Reservation {
+        let mut st = BUDGET.state.lock();
+        if st.held > 0 && st.held.saturating_add(len) > st.cap {
+            st.waiting += 1;
+            while st.held > 0 && st.held.saturating_add(len) > st.cap {
+                BUDGET.freed.wait(&mut st);
             }
+            st.waiting -= 1;
         }
-        match stream.read(&mut chunk) {
-            Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        st.held += len;
+        st.peak = st.peak.max(st.held);
+        Reservation(len)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut st = BUDGET.state.lock();
+        st.held -= self.0;
+        drop(st);
+        BUDGET.freed.notify_all();
+    }
+}
+
+/// Fill `buf` from the stream: false on a clean EOF before the first byte,
+/// an error on EOF part-way or a read error.
+fn read_full(stream: &mut UnixStream, buf: &mut [u8]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match stream.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Answer a frame that cannot be decoded, then close the connection.
+fn refuse(stream: &mut UnixStream, e: udm_ioctl::DecodeError) {
+    tracing::warn!("malformed control frame, closing the connection: {e}");
+    let reply = ReplyFrame {
+        errno: e.errno(),
+        buffer: Vec::new(),
+        detail: e.to_string(),
+    };
+    let _ = stream.write_all(&reply.encode());
+}
+
+/// Serve one client: read each frame's fixed part, reserve its length in
+/// the request budget, read the body straight into the buffer the
+/// dispatcher uses (no second copy), reply, release.
+fn serve_client(engine: Engine, mut stream: UnixStream) {
+    let mut conn = ConnState {
+        peer: Some(stream.as_raw_fd()),
+        ..ConnState::default()
+    };
+    loop {
+        let mut magic = [0u8; 4];
+        match read_full(&mut stream, &mut magic) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return,
+        }
+        let mut fixed = [0u8; 12];
+        fixed[..4].copy_from_slice(&magic);
+        if let Err(e) = RequestFrame::decode(&fixed[..4]) {
+            return refuse(&mut stream, e);
+        }
+        if !matches!(read_full(&mut stream, &mut fixed[4..]), Ok(true)) {
+            return;
+        }
+        let len = match RequestFrame::decode(&fixed) {
+            Ok(None) => u32::from_le_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]) as usize,
+            // An empty buffer: the whole frame was its fixed part.
+            Ok(Some(_)) => 0,
+            Err(e) => return refuse(&mut stream, e),
+        };
+        let ioctl = u32::from_le_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]);
+        let _held = Reservation::take(len);
+        // Zeroed pages cost nothing until the body lands in them.
+        let mut body = vec![0u8; len];
+        // A client that announced a body must keep sending it: one that
+        // stalls for BODY_TIMEOUT is dropped and its reservation freed.
+        if stream.set_read_timeout(Some(BODY_TIMEOUT)).is_err()
+            || !matches!(read_full(&mut stream, &mut body), Ok(true))
+            || stream.set_read_timeout(None).is_err()
+        {
+            return;
+        }
+        let reply = handle(&engine, ioctl, &body, &mut conn);
+        drop(body);
+        if reply.errno != 0 {
+            tracing::debug!(ioctl = format!("{ioctl:#x}"), errno = reply.errno, detail = %reply.detail, "request failed");
+        }
+        if stream.write_all(&reply.encode()).is_err() {
+            return;
         }
     }
 }

@@ -31,7 +31,12 @@ fn call(
     // caller's buffer (what the kernel's copy_to_user would write).
     buf[..r.buffer.len()].copy_from_slice(&r.buffer);
     if r.errno != 0 {
-        return (r.errno, DmIoctl::decode(&buf).unwrap(), Vec::new(), r.detail);
+        return (
+            r.errno,
+            DmIoctl::decode(&buf).unwrap(),
+            Vec::new(),
+            r.detail,
+        );
     }
     let (rh, p) = split_buffer(&buf).unwrap();
     (r.errno, rh, p.to_vec(), r.detail)
@@ -157,7 +162,11 @@ fn remove_all_and_set_geometry_copy_back_only_the_version() {
         &request_buffer(&header("g"), &udm_ioctl::encode_string("1 2 3 0"), 4096).unwrap(),
     );
     assert_eq!(r.errno, 0, "{}", r.detail);
-    assert_eq!(r.buffer, version_bytes(), "SET_GEOMETRY sets data_size to 0");
+    assert_eq!(
+        r.buffer,
+        version_bytes(),
+        "SET_GEOMETRY sets data_size to 0"
+    );
     let r = raw(
         &e,
         Command::RemoveAll.ioctl_number(),
