@@ -25,4 +25,4 @@ pub use error::{DmError, Errno, TableError};
 pub use registry::{Registry, TargetType};
 pub use sector::{Sector, SECTOR_SHIFT, SECTOR_SIZE};
 pub use table::{Table, TargetSpec};
-pub use target::{ExtentKind, Mapped, StatusType, Target, TargetCtx};
+pub use target::{ima_name_version, ExtentKind, Mapped, StatusType, Target, TargetCtx};

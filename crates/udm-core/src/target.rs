@@ -8,11 +8,25 @@ use crate::bio::Bio;
 use crate::blockdev::BlockDev;
 use crate::error::{DmError, Errno, TableError};
 
-/// Which status line is asked for (dmsetup `status` or `table`).
+/// Which status line is asked for (dmsetup `status`, `table` or `measure`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatusType {
     Info,
     Table,
+    /// STATUSTYPE_IMA (TABLE_STATUS with DM_IMA_MEASUREMENT_FLAG): the
+    /// `key=value,...;` measurement line, empty for a target without one.
+    Ima,
+}
+
+/// The start of every IMA line, the kernel's `DMEMIT_TARGET_NAME_VERSION`:
+/// `target_name=<name>,target_version=<a>.<b>.<c>`.
+pub fn ima_name_version(out: &mut String, name: &str, version: [u32; 3]) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "target_name={name},target_version={}.{}.{}",
+        version[0], version[1], version[2]
+    );
 }
 
 /// Where a bio went.
@@ -54,7 +68,9 @@ pub trait Target: Send + Sync {
         None
     }
 
-    /// Append the INFO or TABLE text (what follows `<start> <len> <type> `).
+    /// Append the INFO, TABLE or IMA text (what follows `<start> <len> <type> `).
+    /// Devices show as in TABLE ([`BlockDev::display_name`]: `major:minor`,
+    /// or the path of a file), in IMA's `device_name` fields too.
     fn status(&self, kind: StatusType, out: &mut String);
 
     /// A target message (dmsetup message). `Ok(Some(reply))` sets DATA_OUT.

@@ -2,7 +2,8 @@
 //! takes no flushes (it has no device to flush), so a flush of a table holding it
 //! succeeds. Like the
 //! kernel, two arguments `<dev> <start>` are accepted and otherwise ignored, and
-//! INFO and TABLE are empty.
+//! INFO, TABLE and IMA are empty (the kernel's error target has no status
+//! function, so `dmsetup measure` prints `<start> <len> error `).
 
 use udm_core::{Bio, Errno, Mapped, StatusType, TableError, Target, TargetCtx, TargetType};
 

@@ -1,10 +1,12 @@
 //! `linear <dev> <offset>`: maps the target onto a contiguous range of one device.
-//! INFO is empty; TABLE is `<dev> <offset>`.
+//! INFO is empty; TABLE is `<dev> <offset>`; IMA is
+//! `target_name=linear,target_version=1.4.0,device_name=<dev>,start=<offset>;`.
 
 use std::sync::Arc;
 
 use udm_core::{
-    Bio, BlockDev, Errno, ExtentKind, Mapped, StatusType, TableError, Target, TargetCtx, TargetType,
+    ima_name_version, Bio, BlockDev, Errno, ExtentKind, Mapped, StatusType, TableError, Target,
+    TargetCtx, TargetType,
 };
 
 pub const TYPE: TargetType = TargetType {
@@ -35,8 +37,19 @@ impl Target for Linear {
     }
 
     fn status(&self, kind: StatusType, out: &mut String) {
-        if kind == StatusType::Table {
-            out.push_str(&format!("{} {}", self.dev.display_name(), self.offset));
+        match kind {
+            StatusType::Info => {}
+            StatusType::Table => {
+                out.push_str(&format!("{} {}", self.dev.display_name(), self.offset));
+            }
+            StatusType::Ima => {
+                ima_name_version(out, TYPE.name, TYPE.version);
+                out.push_str(&format!(
+                    ",device_name={},start={};",
+                    self.dev.display_name(),
+                    self.offset
+                ));
+            }
         }
     }
 

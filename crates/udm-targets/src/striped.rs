@@ -2,13 +2,15 @@
 //! the stripes. I/O is split at chunk boundaries. INFO is
 //! `<#stripes> <dev>... 1 <A|D per stripe>`; a stripe that returned an I/O error
 //! shows `D` (and raises no more than the kernel's 15 events, which udm does not
-//! need: the flag is sticky).
+//! need: the flag is sticky). IMA is `target_name=striped,...,stripe_<i>_status=<A|D>;`
+//! as Linux 6.12 prints it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use udm_core::{
-    Bio, BlockDev, Errno, ExtentKind, Mapped, StatusType, TableError, Target, TargetCtx, TargetType,
+    ima_name_version, Bio, BlockDev, Errno, ExtentKind, Mapped, StatusType, TableError, Target,
+    TargetCtx, TargetType,
 };
 
 pub const TYPE: TargetType = TargetType {
@@ -145,6 +147,23 @@ impl Target for Striped {
                 for s in &self.stripes {
                     out.push_str(&format!(" {} {}", s.dev.display_name(), s.offset));
                 }
+            }
+            StatusType::Ima => {
+                ima_name_version(out, TYPE.name, TYPE.version);
+                out.push_str(&format!(",stripes={n},chunk_size={}", self.chunk));
+                for (i, s) in self.stripes.iter().enumerate() {
+                    let state = if s.failed.load(Ordering::Relaxed) {
+                        'D'
+                    } else {
+                        'A'
+                    };
+                    out.push_str(&format!(
+                        ",stripe_{i}_device_name={},stripe_{i}_physical_start={},stripe_{i}_status={state}",
+                        s.dev.display_name(),
+                        s.offset
+                    ));
+                }
+                out.push(';');
             }
         }
     }

@@ -1,5 +1,6 @@
 //! `zero`: reads return zeros, writes and discards are dropped. Write-zeroes is
 //! accepted too (the block layer would emulate it with writes, which are dropped).
+//! INFO, TABLE and IMA are empty: the kernel's zero target has no status function.
 
 use udm_core::{
     Bio, BioData, Errno, ExtentKind, Mapped, StatusType, TableError, Target, TargetCtx, TargetType,

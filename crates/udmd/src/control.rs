@@ -539,8 +539,11 @@ fn table_status(
     capacity: usize,
     inactive: bool,
 ) -> Result<Out, Failure> {
+    // retrieve_status: STATUS_TABLE wins over IMA_MEASUREMENT.
     let kind = if h.flags & flags::STATUS_TABLE != 0 {
         StatusType::Table
+    } else if h.flags & flags::IMA_MEASUREMENT != 0 {
+        StatusType::Ima
     } else {
         StatusType::Info
     };

@@ -13,6 +13,7 @@ mod deps;
 pub mod info;
 mod load;
 mod ls;
+mod measure;
 mod message;
 mod mknodes;
 mod remove;
@@ -91,6 +92,7 @@ const COMMANDS: &[CommandSpec] = &[
     cmd!("deps", "[-o <options>] [<device>...]", 0, None, PerArg, deps::run),
     cmd!("status", "[<device>...] [--noflush] [--target <target_type>]", 0, None, PerArg, status::status),
     cmd!("table", "[<device>...] [--concise] [--target <target_type>] [--showkeys]", 0, None, PerArg, status::table),
+    cmd!("measure", "[<device>...]", 0, None, PerArg, measure::run),
     cmd!("wait", "<device> [<event_nr>] [--noflush]", 0, Some(2), No, wait::run),
     cmd!("mknodes", "[<device>...]", 0, None, PerArg, mknodes::run),
     cmd!("target-version", "[<target>...]", 1, None, PerArg, target_version::run),
