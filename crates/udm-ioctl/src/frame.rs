@@ -21,14 +21,23 @@
 //!   `data_size`, name, uuid and payload stay as they were.
 //! * `DM_REMOVE_ALL` and `DM_DEV_SET_GEOMETRY` on success: also only
 //!   `version[3]` (the kernel sets `data_size` to 0 and copies nothing more).
-//! * Any other success: the first `data_size` bytes of the result, with
-//!   `data_size` = 305 for a header-only reply, or 312 + payload when a
-//!   payload sits at `data_start` = 312.
+//! * Any other success: the first `data_size` bytes of the result. That is
+//!   305 for a header-only reply, including a list or status that did not
+//!   fit (BUFFER_FULL, `data_start` = 312) and a TABLE_STATUS of a device
+//!   with no such table; else 312 + the payload at `data_start` = 312, up to
+//!   the last byte the kernel uses (a status ends at its last string's NUL).
+//! * With `DM_SECURE_DATA_FLAG`, once `data_size` passed its check, the
+//!   kernel zeroes the bytes it copied in (305 for the commands that take no
+//!   payload, `data_size` otherwise), version included: a failure then
+//!   returns that many zero bytes, a success its result followed by zeros
+//!   up to that length.
 //!
 //! A buffer shorter than the 12 bytes of `version` is EINVAL with nothing
-//! written. Inside a returned header, bytes the kernel would leave as the
-//! caller sent them (the padding word, and bytes past the NUL of the name
-//! and uuid) are zero in udm's reply.
+//! written. A returned header is the kernel's copy of the request: bytes
+//! the kernel never sets (the padding word, `data[7]`, the bytes past the
+//! NULs of the name and uuid) come back as sent, except `name[127]` and
+//! `uuid[128]`, which are zeroed. Inside a payload, the alignment padding
+//! between records is zero. (All of this was observed in Linux 6.12.)
 //!
 //! # Limits
 //!

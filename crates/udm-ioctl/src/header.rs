@@ -47,6 +47,7 @@ pub(crate) const OFF_TARGET_COUNT: usize = 20;
 pub(crate) const OFF_OPEN_COUNT: usize = 24;
 pub(crate) const OFF_FLAGS: usize = 28;
 pub(crate) const OFF_EVENT_NR: usize = 32;
+pub(crate) const OFF_PADDING: usize = 36;
 pub(crate) const OFF_DEV: usize = 40;
 pub(crate) const OFF_NAME: usize = 48;
 pub(crate) const OFF_UUID: usize = OFF_NAME + NAME_LEN;
@@ -127,6 +128,38 @@ impl DmIoctl {
         b[OFF_UUID..OFF_UUID + self.uuid.len()].copy_from_slice(self.uuid.as_bytes());
         Ok(b)
     }
+
+    /// Encode over `base`, the request buffer this header answers, as the
+    /// kernel writes its copy of the request back: bytes it never sets (the
+    /// padding word, `data[7]`, and the bytes past the NULs of the name and
+    /// uuid) keep `base`'s values, except `name[127]` and `uuid[128]`, which
+    /// `validate_params` zeroes; the name and uuid are written as `strscpy`
+    /// does (text and NUL). `base` shorter than 312 bytes reads as zeros past
+    /// its end.
+    pub fn encode_over(&self, base: &[u8]) -> Result<[u8; HEADER_SIZE], DecodeError> {
+        let fresh = self.encode()?;
+        let mut b = [0u8; HEADER_SIZE];
+        let n = base.len().min(HEADER_SIZE);
+        b[..n].copy_from_slice(&base[..n]);
+        b[..OFF_NAME].copy_from_slice(&fresh[..OFF_NAME]);
+        b[OFF_PADDING..OFF_PADDING + 4].copy_from_slice(&base_word(base, OFF_PADDING));
+        b[OFF_NAME + NAME_LEN - 1] = 0;
+        b[OFF_UUID + UUID_LEN - 1] = 0;
+        let name = self.name.len();
+        b[OFF_NAME..OFF_NAME + name + 1].copy_from_slice(&fresh[OFF_NAME..OFF_NAME + name + 1]);
+        let uuid = self.uuid.len();
+        b[OFF_UUID..OFF_UUID + uuid + 1].copy_from_slice(&fresh[OFF_UUID..OFF_UUID + uuid + 1]);
+        Ok(b)
+    }
+}
+
+/// The 4 bytes of `base` at `at`, zeros where `base` is shorter.
+fn base_word(base: &[u8], at: usize) -> [u8; 4] {
+    let mut w = [0u8; 4];
+    for (i, x) in w.iter_mut().enumerate() {
+        *x = base.get(at + i).copied().unwrap_or(0);
+    }
+    w
 }
 
 /// A device name fits the header: at most 127 bytes and no NUL.

@@ -121,6 +121,13 @@ impl Out {
         }
     }
 
+    /// get_result_buffer ran (`data_start` = 312) but nothing was used:
+    /// `data_size` stays 305 and only the header comes back.
+    fn nothing_fit(mut header: DmIoctl) -> Out {
+        header.data_start = HEADER_SIZE as u32;
+        Out::header(header)
+    }
+
     fn payload(header: DmIoctl, payload: Vec<u8>) -> Out {
         Out {
             header,
@@ -209,6 +216,23 @@ pub fn handle(engine: &Engine, ioctl: u32, buf: &[u8], conn: &mut ConnState) -> 
             &[]
         }
     };
+    // copy_params: with SECURE_DATA the kernel zeroes the bytes it copied
+    // in (the header alone for NO_PARAMS commands), version included.
+    let wiped = (header.flags & flags::SECURE_DATA != 0).then(|| {
+        if cmd.no_params() {
+            HEADER_MIN
+        } else {
+            size
+        }
+    });
+    let failed = |errno: i32, detail: String| match wiped {
+        Some(n) => ReplyFrame {
+            errno,
+            buffer: vec![0; n],
+            detail,
+        },
+        None => version_only(errno, detail),
+    };
     header.flags &= !flags::CLEARED_ON_ENTRY;
     let global = matches!(
         cmd,
@@ -216,44 +240,65 @@ pub fn handle(engine: &Engine, ioctl: u32, buf: &[u8], conn: &mut ConnState) -> 
     );
     if !global {
         if cmd == Command::DevCreate && header.name.is_empty() {
-            return version_only(libc::EINVAL, "device name is empty".into());
+            return failed(libc::EINVAL, "device name is empty".into());
         }
         if cmd != Command::DevCreate && !header.name.is_empty() && !header.uuid.is_empty() {
-            return version_only(libc::EINVAL, "both a name and a uuid were given".into());
+            return failed(libc::EINVAL, "both a name and a uuid were given".into());
         }
     }
     let capacity = size.saturating_sub(HEADER_SIZE);
-    match dispatch(engine, cmd, header, payload, capacity, buf, conn) {
-        Ok(out) => {
-            let buffer = match out.copy {
-                Copy::Payload(p) => match udm_ioctl::reply_buffer(&out.header, &p) {
-                    Ok(b) => b,
-                    Err(e) => return version_only(e.errno(), e.to_string()),
-                },
-                Copy::Header => {
-                    let mut h = out.header;
-                    h.data_size = HEADER_MIN as u32;
-                    encode_prefix(&h, HEADER_MIN)
-                }
-                Copy::VersionOnly => encode_version(VERSION).to_vec(),
-            };
-            ReplyFrame {
-                errno: 0,
-                buffer,
-                detail: String::new(),
+    let out = match dispatch(engine, cmd, header, payload, capacity, buf, conn) {
+        Ok(out) => out,
+        Err(f) => return failed(f.errno, f.detail),
+    };
+    let result = match copy_back(out, buf) {
+        Ok(r) => r,
+        Err(e) => return failed(e.errno(), e.to_string()),
+    };
+    let buffer = match wiped {
+        // The result lands on the zeroed buffer.
+        Some(n) => {
+            let mut b = result;
+            if b.len() < n {
+                b.resize(n, 0);
             }
+            b
         }
-        Err(f) => version_only(f.errno, f.detail),
+        // check_version already wrote the version; data_size 0 adds nothing.
+        None if result.is_empty() => encode_version(VERSION).to_vec(),
+        None => result,
+    };
+    ReplyFrame {
+        errno: 0,
+        buffer,
+        detail: String::new(),
     }
 }
 
-fn encode_prefix(h: &DmIoctl, n: usize) -> Vec<u8> {
-    match h.encode() {
-        Ok(b) => b[..n].to_vec(),
-        Err(_) => {
-            let mut h2 = DmIoctl::new();
-            h2.data_size = n as u32;
-            h2.encode().map(|b| b[..n].to_vec()).unwrap_or_default()
+/// The first `data_size` bytes of the kernel's copy of the request after a
+/// successful handler: the header encoded over the request (what the kernel
+/// leaves untouched comes back as sent), then any payload at 312. Empty
+/// when `data_size` is 0.
+fn copy_back(out: Out, request: &[u8]) -> Result<Vec<u8>, udm_ioctl::DecodeError> {
+    let mut h = out.header;
+    match out.copy {
+        Copy::VersionOnly => Ok(Vec::new()),
+        Copy::Header => {
+            h.data_size = HEADER_MIN as u32;
+            Ok(h.encode_over(request)?[..HEADER_MIN].to_vec())
+        }
+        Copy::Payload(p) => {
+            let size = HEADER_SIZE + p.len();
+            h.data_start = HEADER_SIZE as u32;
+            h.data_size = u32::try_from(size).map_err(|_| udm_ioctl::DecodeError::TooLarge {
+                what: "reply buffer",
+                len: size,
+                max: udm_ioctl::MAX_DATA_SIZE,
+            })?;
+            let mut b = Vec::with_capacity(size);
+            b.extend_from_slice(&h.encode_over(request)?);
+            b.extend_from_slice(&p);
+            Ok(b)
         }
     }
 }
@@ -504,11 +549,12 @@ fn dispatch(
             match reply.reply {
                 Some(text) => {
                     let p = udm_ioctl::encode_string(&text);
+                    // DATA_OUT is set whether or not the reply fit.
+                    h.flags |= flags::DATA_OUT;
                     if p.len() >= capacity {
                         h.flags |= flags::BUFFER_FULL;
-                        Ok(Out::payload(h, Vec::new()))
+                        Ok(Out::nothing_fit(h))
                     } else {
-                        h.flags |= flags::DATA_OUT;
                         Ok(Out::payload(h, p))
                     }
                 }
@@ -549,7 +595,15 @@ fn table_status(
     };
     let (info, lines) = engine.status(r, inactive, kind)?;
     dev_status(&mut h, &info);
+    if lines.is_empty() {
+        // No (such) table: retrieve_status never runs, data_size stays 305.
+        return Ok(Out::header(h));
+    }
     let p = status_payload(&lines, capacity, &mut h);
+    if p.is_empty() {
+        // BUFFER_FULL before the first target: nothing used.
+        return Ok(Out::nothing_fit(h));
+    }
     Ok(Out::payload(h, p))
 }
 
@@ -564,8 +618,11 @@ fn versions_out(
 /// A payload that fit, or (as the kernel does for lists) none at all with
 /// BUFFER_FULL set so that the caller retries with a larger buffer.
 fn fitted(mut h: DmIoctl, payload: Option<Vec<u8>>) -> Out {
-    if payload.is_none() {
-        h.flags |= flags::BUFFER_FULL;
+    match payload {
+        Some(p) => Out::payload(h, p),
+        None => {
+            h.flags |= flags::BUFFER_FULL;
+            Out::nothing_fit(h)
+        }
     }
-    Out::payload(h, payload.unwrap_or_default())
 }

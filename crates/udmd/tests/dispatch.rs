@@ -384,3 +384,105 @@ fn message_without_handler_or_beyond_the_end_is_einval() {
         libc::EINVAL
     );
 }
+
+/// A request as the kernel VM probe sent it: padding 0x55555555, the name's
+/// bytes after its NUL 0x77 (name[127] too), the payload area 0xaa.
+fn probe_request(name: &str, flags_: u32, size: usize) -> Vec<u8> {
+    let mut h = header(name);
+    h.flags = flags_;
+    let mut b = request_buffer(&h, &[], size).unwrap();
+    b[36..40].fill(0x55);
+    b[48 + name.len() + 1..48 + 128].fill(0x77);
+    b[305..].fill(0xaa);
+    b
+}
+
+#[test]
+fn a_returned_header_keeps_what_the_kernel_leaves_untouched() {
+    // Observed in the 6.12 kernel VM: a header-only success writes back 305
+    // bytes of the kernel's copy of the request, so the padding word and the
+    // name's bytes past its NUL come back as sent, except name[127], which
+    // validate_params zeroes.
+    let e = engine();
+    let buf = probe_request("geo", 0, 4096);
+    let r = raw(&e, Command::DevCreate.ioctl_number(), &buf);
+    assert_eq!(r.errno, 0, "{}", r.detail);
+    assert_eq!(r.buffer.len(), HEADER_MIN);
+    assert_eq!(&r.buffer[36..40], &[0x55; 4], "padding");
+    assert_eq!(&r.buffer[48..52], b"geo\0");
+    assert_eq!(&r.buffer[52..175], &[0x77; 123][..], "name past its NUL");
+    assert_eq!(r.buffer[175], 0, "name[127]");
+    // No table: retrieve_status never runs, so data_size stays 305.
+    let r = raw(
+        &e,
+        Command::TableStatus.ioctl_number(),
+        &probe_request("geo", 0, 4096),
+    );
+    assert_eq!((r.errno, r.buffer.len()), (0, HEADER_MIN), "{}", r.detail);
+    // A payload reply keeps data[7] (305..312) as sent too, and ends at
+    // the last string's NUL.
+    e.load_text(&DevRef::name("geo"), "0 8 zero", false)
+        .unwrap();
+    e.resume(&DevRef::name("geo"), false).unwrap();
+    let r = raw(
+        &e,
+        Command::TableStatus.ioctl_number(),
+        &probe_request("geo", 0, 4096),
+    );
+    assert_eq!(r.errno, 0, "{}", r.detail);
+    assert_eq!(
+        r.buffer.len(),
+        udm_ioctl::HEADER_SIZE + udm_ioctl::SPEC_SIZE + 1
+    );
+    assert_eq!(&r.buffer[305..312], &[0xaa; 7], "data[7]");
+    // BUFFER_FULL with nothing used: data_start 312, data_size 305.
+    let r = raw(
+        &e,
+        Command::ListVersions.ioctl_number(),
+        &probe_request("", 0, 320),
+    );
+    assert_eq!((r.errno, r.buffer.len()), (0, HEADER_MIN), "{}", r.detail);
+    let h = DmIoctl::decode(&r.buffer).unwrap();
+    assert_ne!(h.flags & flags::BUFFER_FULL, 0);
+    assert_eq!((h.data_start, h.data_size), (312, 305));
+}
+
+#[test]
+fn secure_data_wipes_the_callers_buffer() {
+    // Observed in the 6.12 kernel VM: with SECURE_DATA the kernel zeroes the
+    // bytes it copied in (305 for a NO_PARAMS command, data_size otherwise),
+    // version included, before running the command; a failure then writes
+    // nothing back, a success its result over the zeros.
+    let e = engine();
+    e.create("geo", None, None).unwrap();
+    let r = raw(
+        &e,
+        Command::DevStatus.ioctl_number(),
+        &probe_request("missing", flags::SECURE_DATA, 4096),
+    );
+    assert_eq!(r.errno, libc::ENXIO, "{}", r.detail);
+    assert_eq!(r.buffer, vec![0u8; HEADER_MIN], "failed NO_PARAMS command");
+    let mut load = probe_request("missing", flags::SECURE_DATA, 4096);
+    load[20..24].copy_from_slice(&1u32.to_ne_bytes());
+    let r = raw(&e, Command::TableLoad.ioctl_number(), &load);
+    assert_ne!(r.errno, 0);
+    assert_eq!(r.buffer, vec![0u8; 4096], "failed command with a payload");
+    let r = raw(
+        &e,
+        Command::DevStatus.ioctl_number(),
+        &probe_request("geo", flags::SECURE_DATA, 4096),
+    );
+    assert_eq!(r.errno, 0, "{}", r.detail);
+    assert_eq!(r.buffer.len(), HEADER_MIN);
+    let h = DmIoctl::decode(&r.buffer).unwrap();
+    assert_eq!(
+        (h.version, h.name.as_str(), h.flags & flags::SECURE_DATA),
+        (VERSION, "geo", 0)
+    );
+    // A failure before the buffer is copied in (a bad version) only writes
+    // the version back.
+    let mut bad = probe_request("geo", flags::SECURE_DATA, 4096);
+    bad[4..8].copy_from_slice(&(VERSION[1] + 1).to_ne_bytes());
+    let r = raw(&e, Command::DevStatus.ioctl_number(), &bad);
+    assert_eq!((r.errno, r.buffer), (libc::EINVAL, version_bytes()));
+}
