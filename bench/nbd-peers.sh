@@ -57,13 +57,16 @@ for tool in fio nbdinfo; do
 done
 case $ROUNDS in '' | *[!0-9]* | 0) echo "ROUNDS must be a positive number" >&2; exit 2 ;; esac
 
-mkdir -p -m 0700 "$DIR"
+# Private to this user: it holds the NBD and control sockets.
+[ -d "$DIR" ] || { mkdir -p "$(dirname "$DIR")" && mkdir -m 0700 "$DIR"; }
 FILE=$DIR/disk.img
 export FILE
 
 cleanup() {
     if [ -n "${UDM_STOP:-}" ]; then sh -c "$UDM_STOP" || true; fi
-    for f in "$DIR"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+    for f in "$DIR"/*.pid; do
+        if [ -f "$f" ]; then kill "$(cat "$f")" 2>/dev/null || true; fi
+    done
     sleep 0.3
     case "$DIR" in /dev/shm/udm-nbd-bench.*) rm -rf "$DIR" ;; esac
 }

@@ -19,7 +19,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 (cd "$ROOT" && cargo build --quiet --release -p udmd -p udmsetup)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 export UDMD=$BIN/udmd UDMSETUP=$BIN/udmsetup START=$ROOT/bench/start-udmd.sh
-# Run by nbd-peers.sh with $FILE, $SOCK and $PIDFILE exported.
+# Run by nbd-peers.sh with $FILE, $SOCK and $PIDFILE exported; expanded there.
+# shellcheck disable=SC2016
 export UDM_START='"$START" "$UDMD" "$UDMSETUP"'
 export DIR=${DIR:-/dev/shm/udm-nbd-bench.$$}
 export UDM_URI="nbd+unix:///bench?socket=$DIR/udm.sock"
@@ -33,6 +34,7 @@ if [ -n "${UDMD_BASE:-}" ]; then
     fi
     UDMD_BASE=$(readlink -f "$UDMD_BASE") UDMSETUP_BASE=$(readlink -f "$UDMSETUP_BASE")
     export UDMD_BASE UDMSETUP_BASE
+    # shellcheck disable=SC2016
     export BASE_START='"$START" "$UDMD_BASE" "$UDMSETUP_BASE"'
     export BASE_URI="nbd+unix:///bench?socket=$DIR/base.sock"
 fi
