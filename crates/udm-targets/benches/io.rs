@@ -1,6 +1,12 @@
 //! 4 KiB random reads through a linear and a 4-way striped device against direct
 //! pread on the same file (in /dev/shm when present, so the figures measure the
 //! mapping overhead, not a disk). The goal: within 10% of pread.
+//!
+//! criterion runs the variants one after another, so on a shared machine a change in
+//! load between them lands in their ratio: use these figures for absolute regressions
+//! and `--bench ratios` (variants interleaved within one run) for the ratio to pread.
+
+mod common;
 
 use std::hint::black_box;
 use std::os::unix::fs::FileExt;
@@ -23,6 +29,7 @@ fn bench_dir() -> tempfile::TempDir {
 fn bench_io(c: &mut Criterion) {
     let dir = bench_dir();
     let path = dir.path().join("backing");
+    println!("{}", common::machine_line(Some(dir.path())));
     {
         let f = std::fs::File::create(&path).expect("create");
         let chunk = vec![0x5au8; 1 << 20];
@@ -88,6 +95,7 @@ fn bench_io(c: &mut Criterion) {
         })
     });
     g.finish();
+    println!("# load at end: {}", common::load_average());
 }
 
 criterion_group!(benches, bench_io);

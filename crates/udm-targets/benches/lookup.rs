@@ -1,6 +1,8 @@
 //! Sector -> target lookup at 1, 100, 10,000 and 100,000 targets, through the
 //! table's static B-tree index (the goal: under 50 ns at 100,000 targets).
 
+mod common;
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -18,6 +20,7 @@ fn ends(n: u64) -> Vec<u64> {
 }
 
 fn bench_lookup(c: &mut Criterion) {
+    println!("{}", common::machine_line(None));
     let mut g = c.benchmark_group("table_lookup");
     for n in [1u64, 100, 10_000, 100_000] {
         let e = ends(n);
@@ -36,6 +39,7 @@ fn bench_lookup(c: &mut Criterion) {
         });
     }
     g.finish();
+    println!("# load at end: {}", common::load_average());
 }
 
 criterion_group!(benches, bench_lookup);
