@@ -300,7 +300,11 @@ impl Device {
     /// Resume: swap in the inactive table if one is staged (suspending first), then
     /// release held I/O. Returns whether a table was swapped in.
     pub(crate) fn resume(&self, noflush: bool) -> Result<bool, DmError> {
-        let staged = self.inactive.lock().take();
+        // The staged table stays in its slot until it is live: the engine's cycle
+        // check reads the staged slot, then the live one, and must find the table's
+        // edges in one of them at every moment. (The caller holds `ctl`, so no load
+        // or clear changes the slot meanwhile.)
+        let staged = self.inactive.lock().clone();
         let swapped = staged.is_some();
         if let Some(new) = staged {
             self.suspend(noflush);
@@ -312,6 +316,8 @@ impl Device {
                 *self.geometry.lock() = None;
             }
             let old = self.active.swap(Some(new));
+            let staged = self.inactive.lock().take();
+            drop(staged);
             drop(old);
             if let Some(engine) = self.engine.upgrade() {
                 engine.bump_global_event();

@@ -342,8 +342,11 @@ fn reaches(from: &Arc<Device>, target: &Arc<Device>) -> bool {
         if !seen.insert(Arc::as_ptr(&dev)) {
             continue;
         }
+        // The staged slot first, then the live one: a resume installs the live
+        // table before it empties the staged slot, so no edge is missed.
         let staged = dev.inactive.lock().clone();
-        for t in [dev.active.load_full(), staged].iter().flatten() {
+        let live = dev.active.load_full();
+        for t in [live, staged].iter().flatten() {
             for d in t.devices() {
                 if let Some(u) = d.udm_device() {
                     if !seen.contains(&Arc::as_ptr(u)) {
