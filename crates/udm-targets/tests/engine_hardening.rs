@@ -305,7 +305,18 @@ fn check_namespace(e: &Engine, created: u64, removed: u64, when: &str) {
         if d.name().starts_with("bg") {
             continue;
         }
-        let found = e.device(&DevRef::name(&d.name())).unwrap();
+        let found = match e.device(&DevRef::name(&d.name())) {
+            Ok(f) => f,
+            Err(err) => panic!(
+                "{when}: {} ({}) is listed but not found by its name: {err}; listed: {:?}",
+                d.name(),
+                d.dev_number(),
+                list.iter()
+                    .filter(|d| !d.name().starts_with("bg"))
+                    .map(|d| (d.name(), d.dev_number().to_string(), d.is_removed()))
+                    .collect::<Vec<_>>()
+            ),
+        };
         assert!(
             Arc::ptr_eq(&found, d),
             "{when}: {} is listed under another name",
@@ -415,6 +426,9 @@ fn namespace_stress_keeps_invariants() {
                     }
                     done.wait();
                 }
+                // Keep the handles until the last round has been checked.
+                start.wait();
+                drop(handles);
             })
         })
         .collect();
@@ -428,6 +442,7 @@ fn namespace_stress_keeps_invariants() {
             &format!("round {round}"),
         );
     }
+    start.wait();
     for w in workers {
         w.join().unwrap();
     }
