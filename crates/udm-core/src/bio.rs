@@ -33,6 +33,9 @@ pub struct Bio<'a> {
     pub fua: bool,
     /// Write zeroes may deallocate (NBD's absence of NO_HOLE).
     pub may_unmap: bool,
+    /// Write zeroes only if that is fast (NBD's FAST_ZERO): otherwise fail with
+    /// EOPNOTSUPP before changing anything, rather than write zeros.
+    pub fast_only: bool,
 }
 
 impl Bio<'_> {

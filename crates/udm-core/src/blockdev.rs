@@ -55,7 +55,15 @@ pub trait BlockDev: Send + Sync {
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()>;
     fn flush(&self) -> io::Result<()>;
     fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
-    fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> io::Result<()>;
+    /// Zero a range (`may_unmap`: it may be deallocated). With `fast_only`, fail with
+    /// EOPNOTSUPP, changing nothing, when that would mean writing zeros.
+    fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        may_unmap: bool,
+        fast_only: bool,
+    ) -> io::Result<()>;
     /// Whether `[offset, offset+len)` starts with allocated data or a hole (reads as zero);
     /// returns the kind and how many bytes it extends for (at least 1 sector).
     fn extent(&self, offset: u64, len: u64) -> (bool, u64) {
@@ -201,11 +209,9 @@ impl FileDev {
         let mut done = 0;
         while done < buf.len() {
             match self.file.read_at(&mut buf[done..], offset + done as u64) {
-                // Reading past the end of a file that shrank: zeros, like a sparse tail.
-                Ok(0) => {
-                    buf[done..].fill(0);
-                    return Ok(());
-                }
+                // Past the end of a file that shrank under its table: a block device
+                // fails such a read, it does not invent zeros.
+                Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -304,6 +310,15 @@ fn identity(meta: &std::fs::Metadata) -> io::Result<(u64, u64)> {
     }
 }
 
+/// Whether a failed fallocate or BLKZEROOUT means "not supported here" (the
+/// filesystem or device has no such operation), as opposed to an I/O failure.
+fn not_supported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::ENOSYS)
+    )
+}
+
 const BLKDISCARD: libc::c_ulong = 0x1277; // _IO(0x12, 119)
 const BLKZEROOUT: libc::c_ulong = 0x127f; // _IO(0x12, 127)
 
@@ -365,11 +380,25 @@ impl BlockDev for FileDev {
         }
     }
 
-    fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> io::Result<()> {
+    fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        may_unmap: bool,
+        fast_only: bool,
+    ) -> io::Result<()> {
         if self.read_only {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
         }
-        let fast = if self.is_block {
+        let fast = if self.is_block && fast_only {
+            // On a block device this mode is the write-zeroes offload without the
+            // kernel's own fallback to writing zeros (BLKDEV_ZERO_NOFALLBACK).
+            self.fallocate(
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                len,
+            )
+        } else if self.is_block {
             self.blk_ioctl(BLKZEROOUT, offset, len)
         } else if may_unmap {
             self.fallocate(
@@ -386,7 +415,17 @@ impl BlockDev for FileDev {
         };
         match fast {
             Ok(()) => Ok(()),
-            Err(_) => self.write_zero_buffers(offset, len),
+            // Only "this file or device cannot zero that way" falls back to writing
+            // zeros (and not when the caller wants zeroing only if it is fast); a
+            // real failure (EIO, ENOSPC, ...) is the answer.
+            Err(e) if not_supported(&e) => {
+                if fast_only {
+                    Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+                } else {
+                    self.write_zero_buffers(offset, len)
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -473,11 +512,27 @@ mod tests {
         let mut back = vec![0u8; 4096 + 7];
         d.read_at(&mut back[3..3 + 4096], 8192 + 512).unwrap();
         assert_eq!(&back[3..3 + 4096], &mem[1..1 + 4096]);
-        d.write_zeroes(65536, 4096, false).unwrap();
+        d.write_zeroes(65536, 4096, false, false).unwrap();
         d.read_at(&mut back[3..3 + 4096], 65536).unwrap();
         assert!(back[3..3 + 4096].iter().all(|&b| b == 0));
         let plain = std::fs::read(&p).unwrap();
         assert_eq!(&plain[8192 + 512..8192 + 512 + 4096], &mem[1..1 + 4096]);
+    }
+
+    #[test]
+    fn only_not_supported_falls_back() {
+        for e in [libc::EOPNOTSUPP, libc::EINVAL, libc::ENOTTY] {
+            assert!(not_supported(&io::Error::from_raw_os_error(e)), "{e}");
+        }
+        for e in [
+            libc::EIO,
+            libc::ENOSPC,
+            libc::EBADF,
+            libc::EFBIG,
+            libc::EROFS,
+        ] {
+            assert!(!not_supported(&io::Error::from_raw_os_error(e)), "{e}");
+        }
     }
 
     #[test]
@@ -494,7 +549,7 @@ mod tests {
         let (hole, n) = d.extent(0, 1 << 20);
         assert!(hole);
         assert_eq!(n, 8192);
-        d.write_zeroes(8192, 4096, false).unwrap();
+        d.write_zeroes(8192, 4096, false, false).unwrap();
         d.read_at(&mut b, 8192).unwrap();
         assert!(b.iter().all(|&x| x == 0));
         assert_eq!(

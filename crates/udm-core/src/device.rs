@@ -228,14 +228,17 @@ impl Device {
 
     /// Raise a device event (what `dm_table_event` does): wakes DEV_WAIT callers.
     pub fn raise_event(&self) {
-        {
-            let mut e = self.events.lock();
-            *e = e.wrapping_add(1);
-            self.events_cv.notify_all();
-        }
+        self.bump_event();
         if let Some(engine) = self.engine.upgrade() {
             engine.bump_global_event();
         }
+    }
+
+    /// Count a device event and wake DEV_WAIT callers (the global counter is the caller's).
+    pub(crate) fn bump_event(&self) {
+        let mut e = self.events.lock();
+        *e = e.wrapping_add(1);
+        self.events_cv.notify_all();
     }
 
     /// Block until the event counter differs from `event_nr` (or the device is removed).
@@ -297,7 +300,11 @@ impl Device {
     /// Resume: swap in the inactive table if one is staged (suspending first), then
     /// release held I/O. Returns whether a table was swapped in.
     pub(crate) fn resume(&self, noflush: bool) -> Result<bool, DmError> {
-        let staged = self.inactive.lock().take();
+        // The staged table stays in its slot until it is live: the engine's cycle
+        // check reads the staged slot, then the live one, and must find the table's
+        // edges in one of them at every moment. (The caller holds `ctl`, so no load
+        // or clear changes the slot meanwhile.)
+        let staged = self.inactive.lock().clone();
         let swapped = staged.is_some();
         if let Some(new) = staged {
             self.suspend(noflush);
@@ -309,6 +316,8 @@ impl Device {
                 *self.geometry.lock() = None;
             }
             let old = self.active.swap(Some(new));
+            let staged = self.inactive.lock().take();
+            drop(staged);
             drop(old);
             if let Some(engine) = self.engine.upgrade() {
                 engine.bump_global_event();
@@ -363,6 +372,7 @@ impl Device {
             data: BioData::Read(buf),
             fua: false,
             may_unmap: false,
+            fast_only: false,
         })
     }
 
@@ -376,6 +386,7 @@ impl Device {
             data: BioData::Write(buf),
             fua,
             may_unmap: false,
+            fast_only: false,
         })
     }
 
@@ -387,6 +398,7 @@ impl Device {
             data: BioData::None,
             fua: false,
             may_unmap: false,
+            fast_only: false,
         })
     }
 
@@ -398,6 +410,7 @@ impl Device {
             data: BioData::None,
             fua: false,
             may_unmap: true,
+            fast_only: false,
         })
     }
 
@@ -415,6 +428,28 @@ impl Device {
             data: BioData::None,
             fua,
             may_unmap,
+            fast_only: false,
+        })
+    }
+
+    /// Write zeroes only if every underlying device can zero without writing zeros
+    /// (NBD's FAST_ZERO); otherwise EOPNOTSUPP. A range over several targets may be
+    /// zeroed in part before a later target refuses, as the NBD spec allows.
+    pub fn write_zeroes_fast_only(
+        &self,
+        sector: u64,
+        len: u64,
+        may_unmap: bool,
+        fua: bool,
+    ) -> Result<(), Errno> {
+        self.submit(Bio {
+            op: Op::WriteZeroes,
+            sector,
+            len,
+            data: BioData::None,
+            fua,
+            may_unmap,
+            fast_only: true,
         })
     }
 
@@ -491,6 +526,19 @@ impl Device {
 
     /// Open the device (counted in `open_count`, like a block device open).
     pub fn open(self: &Arc<Self>) -> Result<OpenHandle, DmError> {
+        // Under the namespace lock, so that an open never races a removal's check
+        // of the open count.
+        match self.engine.upgrade() {
+            Some(engine) => {
+                let _ns = engine.ns.lock();
+                self.open_locked()
+            }
+            None => self.open_locked(),
+        }
+    }
+
+    /// [`Device::open`] with the namespace lock held by the caller.
+    pub(crate) fn open_locked(self: &Arc<Self>) -> Result<OpenHandle, DmError> {
         if self.is_removed() {
             return Err(DmError::NoDevice(self.name()));
         }
@@ -537,11 +585,24 @@ impl std::fmt::Debug for OpenHandle {
 
 impl Drop for OpenHandle {
     fn drop(&mut self) {
-        let prev = self.dev.open_count.fetch_sub(1, Ordering::SeqCst);
-        if prev == 1 && self.dev.deferred_remove.load(Ordering::SeqCst) {
-            if let Some(engine) = self.dev.engine.upgrade() {
-                engine.complete_deferred_remove(&self.dev);
+        let Some(engine) = self.dev.engine.upgrade() else {
+            self.dev.open_count.fetch_sub(1, Ordering::SeqCst);
+            return;
+        };
+        // The last close and a deferred remove both decide under the namespace lock:
+        // either the remove sees this open and marks the device, and this close then
+        // removes it, or it sees the device closed and removes it itself.
+        let removed = {
+            let mut ns = engine.ns.lock();
+            let prev = self.dev.open_count.fetch_sub(1, Ordering::SeqCst);
+            if prev == 1 {
+                engine.deferred_remove_locked(&mut ns, &self.dev)
+            } else {
+                None
             }
+        };
+        if let Some(tables) = removed {
+            engine.deferred_removed(&self.dev, tables);
         }
     }
 }

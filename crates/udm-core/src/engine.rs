@@ -2,7 +2,8 @@
 //! registry and the cache of underlying devices, with one method per dm-ioctl
 //! command carrying the kernel's semantics and errno values.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
@@ -73,14 +74,48 @@ pub enum EngineEvent {
 
 type Listener = Box<dyn Fn(&EngineEvent) + Send + Sync>;
 
+/// The live and staged tables of a device taken out of the namespace, dropped by
+/// the caller once the namespace lock is released.
+pub(crate) type Unhashed = (Option<Arc<Table>>, Option<Arc<Table>>);
+
 #[derive(Default)]
-struct Namespace {
+pub(crate) struct Namespace {
     by_name: BTreeMap<String, Arc<Device>>,
     by_minor: BTreeMap<u32, Arc<Device>>,
 }
 
+impl Namespace {
+    /// The device `r` names, looked up under the namespace lock held by the caller.
+    fn find(&self, r: &DevRef, major: u32) -> Option<Arc<Device>> {
+        match r {
+            DevRef::Name(n) => self.by_name.get(n).cloned(),
+            DevRef::Uuid(u) => self
+                .by_name
+                .values()
+                .find(|d| !u.is_empty() && *d.uuid.read() == *u)
+                .cloned(),
+            DevRef::Number(n) if n.major == major => self.by_minor.get(&n.minor).cloned(),
+            DevRef::Number(_) => None,
+        }
+    }
+}
+
+fn no_device(r: &DevRef) -> DmError {
+    DmError::NoDevice(match r {
+        DevRef::Name(n) | DevRef::Uuid(n) => n.clone(),
+        DevRef::Number(n) => n.to_string(),
+    })
+}
+
 pub struct EngineInner {
-    ns: Mutex<Namespace>,
+    /// The namespace. Every namespace change (create, remove, rename, deferred
+    /// removal, the last close) looks its device up and changes it under this lock;
+    /// open counts change under it too, so a last close and a deferred remove
+    /// cannot miss each other.
+    pub(crate) ns: Mutex<Namespace>,
+    /// Serialises the cycle check of a table with its staging, across devices: the
+    /// stacking graph only gains edges when a table is staged.
+    graph: Mutex<()>,
     registry: Registry,
     config: EngineConfig,
     pdevs: Mutex<HashMap<(u64, u64), Weak<FileDev>>>,
@@ -146,13 +181,12 @@ impl EngineInner {
     /// by the caller after the namespace lock is released: dropping a table closes
     /// stacked devices, which may complete their deferred removal.
     #[must_use]
-    fn unhash(
-        &self,
-        ns: &mut Namespace,
-        dev: &Arc<Device>,
-    ) -> (Option<Arc<Table>>, Option<Arc<Table>>) {
+    pub(crate) fn unhash(&self, ns: &mut Namespace, dev: &Arc<Device>) -> Unhashed {
         ns.by_name.remove(&*dev.name.read());
         ns.by_minor.remove(&dev.number.minor);
+        // The kernel's removal raises the device's event (dm_table_event in
+        // __hash_remove): a DEV_WAIT in progress returns 0.
+        dev.bump_event();
         dev.removed.store(true, Ordering::SeqCst);
         let inactive = dev.inactive.lock().take();
         let active = dev.active.swap(None);
@@ -160,28 +194,34 @@ impl EngineInner {
         (active, inactive)
     }
 
-    pub(crate) fn complete_deferred_remove(&self, dev: &Arc<Device>) {
-        let removed = {
-            let mut ns = self.ns.lock();
-            let still_ours = ns
-                .by_minor
-                .get(&dev.number.minor)
-                .is_some_and(|d| Arc::ptr_eq(d, dev));
-            if still_ours && dev.open_count.load(Ordering::SeqCst) == 0 {
-                Some(self.unhash(&mut ns, dev))
-            } else {
-                None
-            }
-        };
-        if let Some(tables) = removed {
-            drop(tables);
-            tracing::info!(name = %dev.name(), "deferred remove completed");
-            self.bump_global_event();
-            self.notify(EngineEvent::Removed {
-                id: dev.id,
-                name: dev.name(),
-            });
-        }
+    /// The last close of a device marked for deferred removal removes it. Called
+    /// with the namespace lock held (by the closer, which has just dropped the open
+    /// count to zero under it); returns the tables for the caller to drop unlocked.
+    #[must_use]
+    pub(crate) fn deferred_remove_locked(
+        &self,
+        ns: &mut Namespace,
+        dev: &Arc<Device>,
+    ) -> Option<Unhashed> {
+        let still_ours = ns
+            .by_minor
+            .get(&dev.number.minor)
+            .is_some_and(|d| Arc::ptr_eq(d, dev));
+        (still_ours
+            && dev.deferred_remove.load(Ordering::SeqCst)
+            && dev.open_count.load(Ordering::SeqCst) == 0)
+            .then(|| self.unhash(ns, dev))
+    }
+
+    /// What follows a deferred removal, once the namespace lock is released.
+    pub(crate) fn deferred_removed(&self, dev: &Arc<Device>, tables: Unhashed) {
+        drop(tables);
+        tracing::info!(name = %dev.name(), "deferred remove completed");
+        self.bump_global_event();
+        self.notify(EngineEvent::Removed {
+            id: dev.id,
+            name: dev.name(),
+        });
     }
 }
 
@@ -224,18 +264,17 @@ impl DevResolver for Resolver<'_> {
             if Arc::ptr_eq(&dev, self.for_dev) {
                 return Err(dev_err(Errno::EINVAL, "table maps the device onto itself"));
             }
-            if depends_on(&dev, self.for_dev, 0) {
-                return Err(dev_err(
-                    Errno::EINVAL,
-                    "table would create a cycle of devices",
-                ));
-            }
             let mut held = self.held.lock();
             if let Some(h) = held
                 .iter()
                 .find(|h| h.udm_device().is_some_and(|u| Arc::ptr_eq(u, &dev)))
             {
                 return Ok(h.clone());
+            }
+            // An early check, for an error naming the line; the authoritative one is
+            // repeated under the graph lock when the table is staged.
+            if reaches(&dev, self.for_dev) {
+                return Err(cycle_err());
             }
             let handle = dev.open()?;
             let bd: Arc<dyn BlockDev> = Arc::new(UdmDev { handle });
@@ -257,14 +296,15 @@ impl DevResolver for Resolver<'_> {
         if let Some(existing) = reusable(&inner.pdevs.lock(), key, read_only) {
             return Ok(existing);
         }
-        let minor = inner.next_file_minor.load(Ordering::SeqCst);
+        // Each open takes its own number, so two racing loads never share one (a
+        // number whose open loses the race below is left unused).
+        let minor = inner.next_file_minor.fetch_add(1, Ordering::SeqCst);
         let fd = FileDev::open(&path, read_only, inner.config.direct_io, minor).map_err(io_err)?;
         let mut cache = inner.pdevs.lock();
         // Another load may have opened it meanwhile.
         if let Some(existing) = reusable(&cache, fd.key, read_only) {
             return Ok(existing);
         }
-        inner.next_file_minor.fetch_add(1, Ordering::SeqCst);
         let fd = Arc::new(fd);
         cache.insert(fd.key, Arc::downgrade(&fd));
         cache.retain(|_, w| w.strong_count() > 0);
@@ -285,25 +325,60 @@ fn reusable(
         .filter(|d| !d.read_only() || read_only)
 }
 
-/// Whether `dev`'s tables (live or staged) reach `target`, through stacked devices.
-fn depends_on(dev: &Arc<Device>, target: &Arc<Device>, depth: u32) -> bool {
-    if depth > 64 {
-        return true;
+fn cycle_err() -> DmError {
+    dev_err(Errno::EINVAL, "table would create a cycle of devices")
+}
+
+/// Whether `from` is `target` or reaches it through the tables (live or staged) of
+/// stacked devices. An iterative walk that visits each device once: linear in the
+/// size of the stacking graph, whatever its depth or sharing.
+fn reaches(from: &Arc<Device>, target: &Arc<Device>) -> bool {
+    let mut seen: HashSet<*const Device> = HashSet::new();
+    let mut todo: Vec<Arc<Device>> = vec![from.clone()];
+    while let Some(dev) = todo.pop() {
+        if Arc::ptr_eq(&dev, target) {
+            return true;
+        }
+        if !seen.insert(Arc::as_ptr(&dev)) {
+            continue;
+        }
+        // The staged slot first, then the live one: a resume installs the live
+        // table before it empties the staged slot, so no edge is missed.
+        let staged = dev.inactive.lock().clone();
+        let live = dev.active.load_full();
+        for t in [live, staged].iter().flatten() {
+            for d in t.devices() {
+                if let Some(u) = d.udm_device() {
+                    if !seen.contains(&Arc::as_ptr(u)) {
+                        todo.push(u.clone());
+                    }
+                }
+            }
+        }
     }
-    let mut tables = Vec::new();
-    if let Some(t) = dev.active.load_full() {
-        tables.push(t);
+    false
+}
+
+/// `p` with symlinks and `..` resolved; for a path whose last component does not
+/// exist, its resolved parent joined with that name.
+fn resolve_path(p: &Path) -> Option<PathBuf> {
+    if let Ok(r) = std::fs::canonicalize(p) {
+        return Some(r);
     }
-    if let Some(t) = dev.inactive.lock().clone() {
-        tables.push(t);
+    let parent = p.parent().filter(|d| !d.as_os_str().is_empty())?;
+    Some(std::fs::canonicalize(parent).ok()?.join(p.file_name()?))
+}
+
+/// When `mapper` is a mount point and `p` names a file on that mount, the mount
+/// and `p`'s (st_dev, st_ino).
+fn mapper_file_identity(mapper: &Path, p: &Path) -> Option<(PathBuf, (u64, u64))> {
+    let m = std::fs::metadata(mapper).ok()?;
+    let up = std::fs::metadata(mapper.join("..")).ok()?;
+    if m.dev() == up.dev() {
+        return None;
     }
-    tables
-        .iter()
-        .flat_map(|t| t.devices().to_vec())
-        .any(|d| match d.udm_device() {
-            Some(u) => Arc::ptr_eq(u, target) || depends_on(u, target, depth + 1),
-            None => false,
-        })
+    let f = std::fs::metadata(p).ok()?;
+    (f.dev() == m.dev()).then(|| (mapper.to_path_buf(), (f.dev(), f.ino())))
 }
 
 fn parse_maj_min(s: &str) -> Option<(u32, u32)> {
@@ -354,11 +429,20 @@ impl BlockDev for UdmDev {
             .discard(offset >> 9, len >> 9)
             .map_err(errno_io)
     }
-    fn write_zeroes(&self, offset: u64, len: u64, may_unmap: bool) -> std::io::Result<()> {
-        self.handle
-            .device()
-            .write_zeroes(offset >> 9, len >> 9, may_unmap, false)
-            .map_err(errno_io)
+    fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        may_unmap: bool,
+        fast_only: bool,
+    ) -> std::io::Result<()> {
+        let dev = self.handle.device();
+        let r = if fast_only {
+            dev.write_zeroes_fast_only(offset >> 9, len >> 9, may_unmap, false)
+        } else {
+            dev.write_zeroes(offset >> 9, len >> 9, may_unmap, false)
+        };
+        r.map_err(errno_io)
     }
     fn udm_device(&self) -> Option<&Arc<Device>> {
         Some(self.handle.device())
@@ -393,6 +477,7 @@ impl Engine {
         Engine {
             inner: Arc::new(EngineInner {
                 ns: Mutex::new(Namespace::default()),
+                graph: Mutex::new(()),
                 registry,
                 config,
                 pdevs: Mutex::new(HashMap::new()),
@@ -432,12 +517,12 @@ impl Engine {
     }
 
     /// The udm device a table argument names, if it names one: `major:minor` with
-    /// our major, `/dev/mapper/<name>`, or `<mapper-dir>/<name>`.
+    /// our major, `/dev/mapper/<name>`, or a file of the mapper directory however
+    /// the path reaches it (symlinks, `..`, another mount of it).
     fn udm_device_for(&self, spec: &str) -> Result<Option<Arc<Device>>> {
-        let ns = self.inner.ns.lock();
         if let Some((ma, mi)) = parse_maj_min(spec) {
             if ma == self.inner.config.major {
-                return match ns.by_minor.get(&mi) {
+                return match self.inner.ns.lock().by_minor.get(&mi) {
                     Some(d) => Ok(Some(d.clone())),
                     None => Err(dev_err(Errno::ENXIO, format!("no udm device {spec}"))),
                 };
@@ -449,14 +534,53 @@ impl Engine {
         if let Some(d) = &self.inner.config.mapper_dir {
             dirs.push(d.clone());
         }
-        for dir in dirs {
-            if let Some(name) = p.strip_prefix(&dir).ok().and_then(|r| r.to_str()) {
-                if let Some(d) = ns.by_name.get(name) {
-                    return Ok(Some(d.clone()));
+        // Candidate names: the path as written, then as the filesystem resolves it.
+        // The file system is asked before the namespace is locked (the mapper
+        // directory's own lookups take that lock).
+        let resolved = resolve_path(p);
+        let mut names = Vec::new();
+        for dir in &dirs {
+            let canon_dir = std::fs::canonicalize(dir).ok();
+            let mut push = |path: &Path, dir: &Path| {
+                if let Some(name) = path.strip_prefix(dir).ok().and_then(|r| r.to_str()) {
+                    names.push(name.to_string());
+                }
+            };
+            push(p, dir);
+            if let (Some(r), Some(cd)) = (&resolved, &canon_dir) {
+                push(r, cd);
+            }
+        }
+        let by_identity = self
+            .inner
+            .config
+            .mapper_dir
+            .as_deref()
+            .and_then(|d| mapper_file_identity(d, p));
+        if let Some(d) = self.find_by_names(&names) {
+            return Ok(Some(d));
+        }
+        // The same file reached through another mount of the mapper directory (a
+        // bind mount): match it by device and inode against each device's file.
+        if let Some((mapper, id)) = by_identity {
+            for dev in self.list() {
+                let ours = std::fs::metadata(mapper.join(dev.name()))
+                    .ok()
+                    .map(|m| (m.dev(), m.ino()));
+                if ours == Some(id) {
+                    return Ok(Some(dev));
                 }
             }
         }
         Ok(None)
+    }
+
+    fn find_by_names(&self, names: &[String]) -> Option<Arc<Device>> {
+        let ns = self.inner.ns.lock();
+        names
+            .iter()
+            .filter(|n| !n.is_empty() && !n.contains('/'))
+            .find_map(|n| ns.by_name.get(n.as_str()).cloned())
     }
 
     /// Daemon shutdown: release every held I/O (it fails with ESHUTDOWN) so that
@@ -470,27 +594,8 @@ impl Engine {
     /// Find a device; ENXIO when there is none.
     pub fn device(&self, r: &DevRef) -> Result<Arc<Device>> {
         let ns = self.inner.ns.lock();
-        let found = match r {
-            DevRef::Name(n) => ns.by_name.get(n).cloned(),
-            DevRef::Uuid(u) => ns
-                .by_name
-                .values()
-                .find(|d| !u.is_empty() && *d.uuid.read() == *u)
-                .cloned(),
-            DevRef::Number(n) => {
-                if n.major == self.inner.config.major {
-                    ns.by_minor.get(&n.minor).cloned()
-                } else {
-                    None
-                }
-            }
-        };
-        found.ok_or_else(|| {
-            DmError::NoDevice(match r {
-                DevRef::Name(n) | DevRef::Uuid(n) => n.clone(),
-                DevRef::Number(n) => n.to_string(),
-            })
-        })
+        ns.find(r, self.inner.config.major)
+            .ok_or_else(|| no_device(r))
     }
 
     /// Every device, sorted by name (LIST_DEVICES order).
@@ -554,9 +659,11 @@ impl Engine {
     /// DEV_REMOVE. An open device is EBUSY, or with `deferred` is removed at last close
     /// (the returned info then has `deferred_remove`). Returns None when removed now.
     pub fn remove(&self, r: &DevRef, deferred: bool) -> Result<Option<DeviceInfo>> {
-        let dev = self.device(r)?;
-        let tables = {
+        let (dev, tables) = {
             let mut ns = self.inner.ns.lock();
+            let dev = ns
+                .find(r, self.inner.config.major)
+                .ok_or_else(|| no_device(r))?;
             if dev.open_count.load(Ordering::SeqCst) > 0 {
                 if deferred {
                     dev.deferred_remove.store(true, Ordering::SeqCst);
@@ -572,7 +679,8 @@ impl Engine {
                     ),
                 ));
             }
-            self.inner.unhash(&mut ns, &dev)
+            let tables = self.inner.unhash(&mut ns, &dev);
+            (dev, tables)
         };
         drop(tables);
         tracing::info!(name = %dev.name(), "device removed");
@@ -602,14 +710,20 @@ impl Engine {
             }
         }
         if deferred {
-            for dev in self.list() {
-                dev.deferred_remove.store(true, Ordering::SeqCst);
+            // Under the namespace lock: open counts only drop to zero under it, so
+            // no device is marked after its last close.
+            let ns = self.inner.ns.lock();
+            for dev in ns.by_name.values() {
+                if dev.open_count.load(Ordering::SeqCst) > 0 {
+                    dev.deferred_remove.store(true, Ordering::SeqCst);
+                }
             }
         }
     }
 
     /// `@cancel_deferred_remove`.
     fn cancel_deferred_remove(&self, dev: &Arc<Device>) -> Result<()> {
+        let _ns = self.inner.ns.lock();
         if dev.is_removed() {
             return Err(dev_err(Errno::EBUSY, "device is already being removed"));
         }
@@ -619,10 +733,13 @@ impl Engine {
 
     /// DEV_RENAME: the old device is looked up by name only.
     pub fn rename(&self, old: &str, to: &RenameTo) -> Result<DeviceInfo> {
-        let dev = self.device(&DevRef::name(old))?;
-        let ev = {
+        let (dev, ev) = {
             let mut ns = self.inner.ns.lock();
-            match to {
+            let r = DevRef::name(old);
+            let dev = ns
+                .find(&r, self.inner.config.major)
+                .ok_or_else(|| no_device(&r))?;
+            let ev = match to {
                 RenameTo::Name(new) => {
                     check_name(new)?;
                     if ns.by_name.contains_key(new.as_str()) {
@@ -661,7 +778,8 @@ impl Engine {
                     *dev.uuid.write() = u.clone();
                     None
                 }
-            }
+            };
+            (dev, ev)
         };
         dev.raise_event();
         if let Some(ev) = ev {
@@ -706,8 +824,31 @@ impl Engine {
         let dev = self.device(r)?;
         let _ctl = dev.ctl.lock();
         let resolver = Resolver::new(self, &dev);
-        let table = Table::build(specs, &self.inner.registry, &resolver, read_only)?;
-        *dev.inactive.lock() = Some(Arc::new(table));
+        let table = Arc::new(Table::build(
+            specs,
+            &self.inner.registry,
+            &resolver,
+            read_only,
+        )?);
+        let old = {
+            // The check made while building ran unlocked: another load may have
+            // staged a table since that closes a cycle through this one. Check again
+            // and stage under the graph lock, so that of two racing loads that would
+            // close a cycle, the second sees the first's table.
+            let _graph = self.inner.graph.lock();
+            for d in table.devices() {
+                if let Some(u) = d.udm_device() {
+                    if reaches(u, &dev) {
+                        drop(_graph);
+                        drop(table);
+                        return Err(cycle_err());
+                    }
+                }
+            }
+            dev.inactive.lock().replace(table)
+        };
+        // Dropped unlocked: closing stacked devices takes the namespace lock.
+        drop(old);
         tracing::debug!(name = %dev.name(), targets = specs.len(), "table loaded");
         Ok(dev.info(false))
     }
@@ -722,7 +863,8 @@ impl Engine {
     pub fn clear(&self, r: &DevRef) -> Result<DeviceInfo> {
         let dev = self.device(r)?;
         let _ctl = dev.ctl.lock();
-        *dev.inactive.lock() = None;
+        let old = dev.inactive.lock().take();
+        drop(old);
         Ok(dev.info(false))
     }
 
@@ -854,6 +996,10 @@ impl Engine {
 
     /// Open a device for I/O (counted in its open count until the handle drops).
     pub fn open(&self, r: &DevRef) -> Result<OpenHandle> {
-        self.device(r)?.open()
+        let ns = self.inner.ns.lock();
+        let dev = ns
+            .find(r, self.inner.config.major)
+            .ok_or_else(|| no_device(r))?;
+        dev.open_locked()
     }
 }

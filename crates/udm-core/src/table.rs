@@ -234,6 +234,7 @@ impl Table {
             data,
             fua,
             may_unmap,
+            fast_only,
         } = bio;
         let mut remaining = len;
         let mut data = data;
@@ -254,6 +255,7 @@ impl Table {
                 data: piece,
                 fua,
                 may_unmap,
+                fast_only,
             };
             match t.target.map(&mut sub)? {
                 Mapped::Done => {}
@@ -329,7 +331,9 @@ pub fn execute(dev: &dyn BlockDev, bio: Bio<'_>, sector: u64) -> Result<(), Errn
         (Op::Write, BioData::Write(buf)) => dev.write_at(buf, off, bio.fua),
         (Op::Flush, _) => dev.flush(),
         (Op::Discard, _) => dev.discard(off, bio.len << SECTOR_SHIFT),
-        (Op::WriteZeroes, _) => dev.write_zeroes(off, bio.len << SECTOR_SHIFT, bio.may_unmap),
+        (Op::WriteZeroes, _) => {
+            dev.write_zeroes(off, bio.len << SECTOR_SHIFT, bio.may_unmap, bio.fast_only)
+        }
         _ => return Err(Errno::EINVAL),
     };
     r.map_err(Errno::from)?;

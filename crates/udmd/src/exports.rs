@@ -157,11 +157,22 @@ impl udm_nbd::Export for NbdExport {
         offset: u64,
         len: u64,
         may_trim: bool,
-        _fast_only: bool,
+        fast_only: bool,
         fua: bool,
     ) -> Result<(), udm_nbd::Errno> {
-        // Zeroing is never slower than writing zeros here: files use fallocate,
-        // block devices BLKZEROOUT, and zero/error targets complete at once.
+        if fast_only {
+            // FAST_ZERO: only when every sector can be zeroed without writing zeros
+            // (partial sectors at the edges would need writes); else ENOTSUP.
+            let (s, n) = ByteDevice::inner_sectors(offset, len);
+            if n * SECTOR != len {
+                return Err(udm_nbd::Errno(libc::EOPNOTSUPP));
+            }
+            return self
+                .bytes
+                .dev
+                .write_zeroes_fast_only(s, n, may_trim, fua)
+                .map_err(nbd_err);
+        }
         self.bytes
             .write_zeroes(offset, len, may_trim, fua)
             .map_err(nbd_err)
