@@ -9,6 +9,32 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 # Tests that need a real client (nbdinfo, qemu-io, ...) fail instead of skipping.
 export UDM_REQUIRE_CLIENTS=1
+
+# Passed and failed tests in a `cargo test --no-fail-fast` log, as "P F". Each failing
+# test counts once (from its binary's `test result:` line); a test binary that failed
+# without a result line (it aborted or was killed) counts as one failure, so does each
+# crate that did not compile, and so does a log with no result at all.
+count_cargo_test() {
+  awk '
+    /^test result:/ {
+      seen = 1
+      if ($3 == "FAILED.") with_result++
+      for (i = 1; i < NF; i++) {
+        if ($(i + 1) ~ /^passed/) p += $i
+        if ($(i + 1) ~ /^failed/) f += $i
+      }
+    }
+    /^error: (doc)?test failed, to rerun pass/ { failed_bins++ }
+    /^error: could not compile `/ { split($0, q, "`"); if (!(q[2] in bad)) { bad[q[2]] = 1; f++ } }
+    END {
+      if (failed_bins > with_result) f += failed_bins - with_result
+      if (!seen && f == 0) f = 1
+      print p + 0, f + 0
+    }' "$1"
+}
+# `scripts/test.sh --count LOG` only counts LOG (its regression test uses this).
+if [ "${1:-}" = --count ]; then count_cargo_test "$2"; exit; fi
+
 passed=0; failed=0
 note() { printf '\n== %s\n' "$*"; }
 ok() { passed=$((passed + 1)); echo "ok: $*"; }
@@ -49,11 +75,7 @@ cargo build --release --bins
 note "cargo test --release"
 log=$(mktemp)
 if cargo test --release --workspace --no-fail-fast 2>&1 | tee "$log"; then :; fi
-t_pass=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) s += $i } END { print s + 0 }' "$log")
-t_fail=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^failed/) s += $i } END { print s + 0 }' "$log")
-if ! grep -qE '^test result:' "$log" || grep -q 'error: test failed\|error: could not compile\|error\[' "$log"; then
-  t_fail=$((t_fail + 1))
-fi
+read -r t_pass t_fail < <(count_cargo_test "$log")
 passed=$((passed + t_pass)); failed=$((failed + t_fail))
 echo "cargo test: $t_pass passed, $t_fail failed"
 

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
@@ -295,8 +296,29 @@ fn fio_verifies_concurrent_writes_over_two_connections() {
         "disk",
         Arc::new(MemExport::new(16 * MIB)) as Arc<dyn Export>,
     )]);
+    // fio writes its verify-state files (local-verify-N-verify.state) to --aux-path,
+    // else to its cwd: keep both in a temp dir, never in the crate directory.
+    let aux = tempfile::tempdir().unwrap();
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Verify-state files in `d` written since `since`.
+    let states = |d: &Path, since: std::time::SystemTime| -> Vec<String> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= since)
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with("verify.state"))
+            .collect()
+    };
+    let start = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
     let out = stdout(
         cmd("fio")
+            .current_dir(aux.path())
+            .arg(format!("--aux-path={}", aux.path().display()))
             .args([
                 "--name=verify",
                 "--ioengine=nbd",
@@ -313,4 +335,14 @@ fn fio_verifies_concurrent_writes_over_two_connections() {
             .arg(format!("--uri={}", h.uri("disk"))),
     );
     assert!(out.contains("err= 0"), "{out}");
+    let stray = states(crate_dir, start);
+    assert!(
+        stray.is_empty(),
+        "fio wrote {stray:?} into {}",
+        crate_dir.display()
+    );
+    assert!(
+        !states(aux.path(), start).is_empty(),
+        "fio wrote no verify state"
+    );
 }

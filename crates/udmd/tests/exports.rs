@@ -298,10 +298,18 @@ except nbd.Error as e:
 
 #[test]
 fn fuse_mapper_losetup_mkfs_mount_fsck() {
-    if !std::path::Path::new("/dev/fuse").exists()
-        || !std::path::Path::new("/dev/loop-control").exists()
-    {
-        eprintln!("SKIP: this machine has no /dev/fuse or no loop devices");
+    if !udm_testkit::have(
+        &["/dev/fuse", "/dev/loop-control"],
+        &[
+            "losetup",
+            "mkfs.ext4",
+            "e2fsck",
+            "mount",
+            "umount",
+            "dd",
+            "cmp",
+        ],
+    ) {
         return;
     }
     let d = Daemon::with(Opts {

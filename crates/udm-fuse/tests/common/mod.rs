@@ -1,4 +1,4 @@
-//! Shared test harness: skip checks, deterministic random data, commands, and guards that
+//! Shared test harness: required-device checks, deterministic random data, commands, and guards that
 //! undo loop devices and mounts even when a test fails.
 #![allow(dead_code)]
 
@@ -8,25 +8,28 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// True if FUSE can be used here; prints the skip reason otherwise.
+/// True if FUSE can be used here. Missing, it fails the test under
+/// UDM_REQUIRE_CLIENTS=1, else prints "skipped: ..." (see udm-testkit).
+#[track_caller]
 pub fn fuse_available() -> bool {
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIP: /dev/fuse is absent");
-        return false;
-    }
-    true
+    udm_testkit::have_device("/dev/fuse")
 }
 
-/// True if FUSE and loop devices can be used here; prints the skip reason otherwise.
+/// True if FUSE, loop devices and the tools the loop tests run are here; same
+/// convention as [`fuse_available`].
+#[track_caller]
 pub fn loop_available() -> bool {
-    if !fuse_available() {
-        return false;
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        eprintln!("SKIP: /dev/loop-control is absent");
-        return false;
-    }
-    true
+    udm_testkit::have(
+        &["/dev/fuse", "/dev/loop-control"],
+        &[
+            "losetup",
+            "blockdev",
+            "mkfs.ext4",
+            "e2fsck",
+            "mount",
+            "umount",
+        ],
+    )
 }
 
 /// xorshift64*: deterministic bytes without a rand dependency.

@@ -53,23 +53,11 @@ impl Harness {
     }
 }
 
-/// Whether a client program is installed. Missing clients skip the test, unless
-/// UDM_REQUIRE_CLIENTS is set (CI), where they fail it.
+/// Whether a client program is installed. Missing, it fails the test under
+/// UDM_REQUIRE_CLIENTS=1, else prints "skipped: ..." (see udm-testkit).
+#[track_caller]
 pub fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("PATH=/usr/bin:$PATH command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        assert!(
-            std::env::var_os("UDM_REQUIRE_CLIENTS").is_none(),
-            "{tool} is required (UDM_REQUIRE_CLIENTS is set) but not installed"
-        );
-        eprintln!("skipping: {tool} not installed");
-    }
-    found
+    udm_testkit::have_tool(tool)
 }
 
 /// A client command, with /usr/bin first on PATH (nbdsh needs the system python).

@@ -194,27 +194,11 @@ pub fn read_at(p: &Path, offset: u64, len: usize) -> Vec<u8> {
     b
 }
 
-/// Whether a program is installed (for tests that need real clients).
-pub fn have(prog: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {prog}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Require a real client: in CI (CI=true) its absence is a failure, elsewhere a printed skip.
+/// Require a real client: missing, it fails the test under UDM_REQUIRE_CLIENTS=1,
+/// else prints "skipped: ..." (see udm-testkit).
+#[track_caller]
 pub fn require(prog: &str) -> bool {
-    if have(prog) {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "{prog} is required in CI (.ci/run installs it)"
-    );
-    eprintln!("SKIP: {prog} is not installed");
-    false
+    udm_testkit::have_tool(prog)
 }
 
 pub fn stdout(o: &Output) -> String {
