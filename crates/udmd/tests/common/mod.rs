@@ -63,15 +63,18 @@ impl Daemon {
             child,
         };
         let t0 = Instant::now();
-        while !d.socket.exists() || d.nbd.as_ref().is_some_and(|n| !n.exists()) {
-            assert!(t0.elapsed() < Duration::from_secs(10), "udmd did not start");
+        // A socket file exists from bind(2), before listen(2): only a connection
+        // that succeeds shows the daemon is serving.
+        let serving = |p: &Path| std::os::unix::net::UnixStream::connect(p).is_ok();
+        while !serving(&d.socket) || d.nbd.as_deref().is_some_and(|n| !serving(n)) {
+            assert!(t0.elapsed() < Duration::from_secs(30), "udmd did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
         if let Some(m) = &d.mapper {
             // The FUSE mount is up once the directory reports the fuse filesystem.
             while !is_fuse_mount(m) {
                 assert!(
-                    t0.elapsed() < Duration::from_secs(10),
+                    t0.elapsed() < Duration::from_secs(30),
                     "mapper dir did not mount"
                 );
                 std::thread::sleep(Duration::from_millis(20));
