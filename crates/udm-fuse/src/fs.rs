@@ -65,9 +65,9 @@ struct OpenFile {
 
 /// What an I/O handler needs of an open file.
 struct Io {
+    fh: FileHandle,
     file: Arc<dyn MappedFile>,
     writable: bool,
-    queue: Arc<IoQueue>,
 }
 
 pub(crate) struct MapperFs {
@@ -157,9 +157,9 @@ impl MapperFs {
         let files = self.open_files.read();
         let open = files.get(&fh.0).ok_or(Errno::EBADF)?;
         Ok(Io {
+            fh,
             file: Arc::clone(&open.file),
             writable: open.writable,
-            queue: Arc::clone(&open.queue),
         })
     }
 
@@ -194,7 +194,21 @@ impl MapperFs {
                 return job();
             }
         }
-        io.queue.push(Box::new(job) as Job);
+        self.queue(io, Box::new(job));
+    }
+
+    /// Queues `job` on the device of `io`'s file (a file released meanwhile still has
+    /// its reply to send: it runs here).
+    fn queue(&self, io: &Io, job: Job) {
+        let queue = self
+            .open_files
+            .read()
+            .get(&io.fh.0)
+            .map(|open| Arc::clone(&open.queue));
+        match queue {
+            Some(q) => q.push(job),
+            None => job(),
+        }
     }
 
     fn release_all(&self) {
@@ -395,9 +409,10 @@ impl Filesystem for MapperFs {
         }
         let file = Arc::clone(&io.file);
         let data = data.to_vec();
-        io.queue.push(Box::new(move || {
-            write_reply(file.as_ref(), fh, offset, &data, reply)
-        }));
+        self.queue(
+            &io,
+            Box::new(move || write_reply(file.as_ref(), fh, offset, &data, reply)),
+        );
     }
 
     fn flush(

@@ -30,7 +30,10 @@ pub struct MountOptions {
     /// Let users other than the mounting one see the directory (`allow_other`); file
     /// permissions (0600, owner = the mounting uid) are still checked by the kernel.
     pub allow_other: bool,
-    /// FUSE threads serving requests; reads and writes run on them in parallel.
+    /// FUSE threads serving requests; reads and writes run on all but one of them in
+    /// parallel (the last is kept free of device I/O, so that a device suspended at the
+    /// wrong moment cannot take every thread; with 1 thread all I/O runs on per-device
+    /// workers).
     pub threads: usize,
     /// Open every file with `FOPEN_DIRECT_IO` (no page cache of our own; see the crate doc).
     /// Off only to compare.
