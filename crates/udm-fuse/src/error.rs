@@ -15,6 +15,12 @@ pub enum FuseError {
         /// The mount point.
         path: PathBuf,
     },
+    /// A live FUSE filesystem (another udmd's mapper directory?) is mounted there.
+    #[error("{path}: already mounted (a live FUSE filesystem, another udmd's mapper directory?); not mounting over it")]
+    AlreadyMounted {
+        /// The mount point.
+        path: PathBuf,
+    },
     /// A system call or helper failed.
     #[error("{path}: {op}: {source}")]
     Io {

@@ -1,23 +1,25 @@
 //! The fuser `Filesystem`: one flat directory whose entries are the source's devices.
-//! Every request is answered on the fuser thread that read it (see the crate doc).
+//! Requests are answered on the fuser thread that read them, except device I/O that
+//! would wait, which is answered from its device's queue (see [`crate::queue`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
-    WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tracing::{debug, trace, warn};
 
+use crate::queue::{InlineSlots, IoQueue, Job};
 use crate::source::{MappedFile, MapperSource, SeekKind};
 
 /// Entry and attribute lifetime in the kernel's caches: none, so that renames, removals and
@@ -47,12 +49,23 @@ thread_local! {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FsConfig {
     pub(crate) direct_io: bool,
+    /// The fuser threads serving the mount.
+    pub(crate) threads: usize,
 }
 
 /// A FUSE open file: the device it was opened on, kept even if the device is removed
 /// (its I/O then fails with the device's own errno).
 struct OpenFile {
     id: u64,
+    file: Arc<dyn MappedFile>,
+    writable: bool,
+    /// The device's queue for I/O that must not wait on a fuser thread.
+    queue: Arc<IoQueue>,
+}
+
+/// What an I/O handler needs of an open file.
+struct Io {
+    fh: FileHandle,
     file: Arc<dyn MappedFile>,
     writable: bool,
 }
@@ -66,6 +79,9 @@ pub(crate) struct MapperFs {
     /// Looked up on every I/O (shared), changed only by open and release.
     open_files: RwLock<HashMap<u64, OpenFile>>,
     next_fh: AtomicU64,
+    /// One queue per device with open files, shared by its opens.
+    queues: Mutex<HashMap<u64, Weak<IoQueue>>>,
+    inline: InlineSlots,
 }
 
 fn ino_of(id: u64) -> Option<INodeNo> {
@@ -98,6 +114,8 @@ impl MapperFs {
             created: SystemTime::now(),
             open_files: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            queues: Mutex::new(HashMap::new()),
+            inline: InlineSlots::new(config.threads),
         }
     }
 
@@ -135,54 +153,62 @@ impl MapperFs {
         self.source.open(id_of(ino)?)
     }
 
-    fn open_file(&self, fh: FileHandle) -> Result<(Arc<dyn MappedFile>, bool), Errno> {
+    fn open_file(&self, fh: FileHandle) -> Result<Io, Errno> {
         let files = self.open_files.read();
         let open = files.get(&fh.0).ok_or(Errno::EBADF)?;
-        Ok((Arc::clone(&open.file), open.writable))
+        Ok(Io {
+            fh,
+            file: Arc::clone(&open.file),
+            writable: open.writable,
+        })
     }
 
-    fn writable_file(&self, fh: FileHandle) -> Result<Arc<dyn MappedFile>, Errno> {
-        let (file, writable) = self.open_file(fh)?;
-        if !writable {
+    fn writable_file(&self, fh: FileHandle) -> Result<Io, Errno> {
+        let io = self.open_file(fh)?;
+        if !io.writable {
             return Err(Errno::EBADF);
         }
-        if file.read_only() {
+        if io.file.read_only() {
             return Err(Errno::EROFS);
         }
-        Ok(file)
+        Ok(io)
     }
 
-    fn fallocate_file(
-        &self,
-        fh: FileHandle,
-        offset: u64,
-        len: u64,
-        mode: i32,
-    ) -> Result<(), Errno> {
-        let file = self.writable_file(fh)?;
-        let keep_size = mode & FALLOC_KEEP_SIZE != 0;
-        let zero_range = match mode & !FALLOC_KEEP_SIZE {
-            FALLOC_PUNCH_HOLE if keep_size => false,
-            FALLOC_ZERO_RANGE => true,
-            _ => return Err(Errno::EOPNOTSUPP),
-        };
-        let size = file.size();
-        let end = offset.saturating_add(len);
-        if end > size && !keep_size {
-            // The file would have to grow, and a device cannot.
-            return Err(Errno::ENOSPC);
+    /// The queue of device `id`, made on its first open.
+    fn queue_of(&self, id: u64) -> Arc<IoQueue> {
+        let mut queues = self.queues.lock();
+        if let Some(q) = queues.get(&id).and_then(Weak::upgrade) {
+            return q;
         }
-        let end = end.min(size);
-        if offset >= end {
-            return Ok(());
+        queues.retain(|_, q| q.strong_count() > 0);
+        let q = Arc::new(IoQueue::default());
+        queues.insert(id, Arc::downgrade(&q));
+        q
+    }
+
+    /// Runs `job` here when the device is not holding I/O and an inline slot is free,
+    /// else on the device's queue: a fuser thread never waits on a suspended device.
+    fn run_io(&self, io: &Io, job: impl FnOnce() + Send + 'static) {
+        if !io.file.held() {
+            if let Some(_slot) = self.inline.take() {
+                return job();
+            }
         }
-        let len = end - offset;
-        let res = if !zero_range && file.discard_zeroes() {
-            file.discard(offset, len)
-        } else {
-            file.write_zeroes(offset, len)
-        };
-        res.map_err(errno)
+        self.queue(io, Box::new(job));
+    }
+
+    /// Queues `job` on the device of `io`'s file (a file released meanwhile still has
+    /// its reply to send: it runs here).
+    fn queue(&self, io: &Io, job: Job) {
+        let queue = self
+            .open_files
+            .read()
+            .get(&io.fh.0)
+            .map(|open| Arc::clone(&open.queue));
+        match queue {
+            Some(q) => q.push(job),
+            None => job(),
+        }
     }
 
     fn release_all(&self) {
@@ -191,6 +217,33 @@ impl MapperFs {
             open.file.released();
         }
     }
+}
+
+/// `fallocate` on a device, whose size cannot change.
+fn fallocate_file(file: &dyn MappedFile, offset: u64, len: u64, mode: i32) -> Result<(), Errno> {
+    let keep_size = mode & FALLOC_KEEP_SIZE != 0;
+    let zero_range = match mode & !FALLOC_KEEP_SIZE {
+        FALLOC_PUNCH_HOLE if keep_size => false,
+        FALLOC_ZERO_RANGE => true,
+        _ => return Err(Errno::EOPNOTSUPP),
+    };
+    let size = file.size();
+    let end = offset.saturating_add(len);
+    if end > size && !keep_size {
+        // The file would have to grow, and a device cannot.
+        return Err(Errno::ENOSPC);
+    }
+    let end = end.min(size);
+    if offset >= end {
+        return Ok(());
+    }
+    let len = end - offset;
+    let res = if !zero_range && file.discard_zeroes() {
+        file.discard(offset, len)
+    } else {
+        file.write_zeroes(offset, len)
+    };
+    res.map_err(errno)
 }
 
 /// Asks for `wanted` if the kernel has it; an old kernel just goes without.
@@ -292,9 +345,16 @@ impl Filesystem for MapperFs {
         }
         file.opened();
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.open_files
-            .write()
-            .insert(fh, OpenFile { id, file, writable });
+        let queue = self.queue_of(id);
+        self.open_files.write().insert(
+            fh,
+            OpenFile {
+                id,
+                file,
+                writable,
+                queue,
+            },
+        );
         debug!(id, fh, writable, "open");
         let fopen = if self.config.direct_io {
             FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
@@ -315,31 +375,13 @@ impl Filesystem for MapperFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let file = match self.open_file(fh) {
-            Ok((file, _)) => file,
+        let io = match self.open_file(fh) {
+            Ok(io) => io,
             Err(e) => return reply.error(e),
         };
-        let end = offset.saturating_add(u64::from(size)).min(file.size());
-        let Some(len) = end
-            .checked_sub(offset)
-            .and_then(|l| usize::try_from(l).ok())
-        else {
-            // At or past the end: EOF.
-            return reply.data(&[]);
-        };
-        trace!(fh = fh.0, offset, len, "read");
-        READ_BUF.with_borrow_mut(|buf| {
-            if buf.len() < len {
-                buf.resize(len, 0);
-            }
-            let data = &mut buf[..len];
-            match file.read(offset, data) {
-                Ok(()) => reply.data(data),
-                Err(e) => {
-                    debug!(fh = fh.0, offset, len, errno = e, "read failed");
-                    reply.error(errno(e));
-                }
-            }
+        let file = Arc::clone(&io.file);
+        self.run_io(&io, move || {
+            read_reply(file.as_ref(), fh, offset, size, reply)
         });
     }
 
@@ -355,30 +397,22 @@ impl Filesystem for MapperFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let file = match self.writable_file(fh) {
-            Ok(file) => file,
+        let io = match self.writable_file(fh) {
+            Ok(io) => io,
             Err(e) => return reply.error(e),
         };
-        let size = file.size();
-        if data.is_empty() {
-            return reply.written(0);
-        }
-        if offset >= size {
-            return reply.error(Errno::ENOSPC);
-        }
-        // A write across the end is short, as on a block device.
-        let len = usize::try_from(size - offset).map_or(data.len(), |room| room.min(data.len()));
-        let Ok(written) = u32::try_from(len) else {
-            return reply.error(Errno::EINVAL);
-        };
-        trace!(fh = fh.0, offset, len, "write");
-        match file.write(offset, &data[..len]) {
-            Ok(()) => reply.written(written),
-            Err(e) => {
-                debug!(fh = fh.0, offset, len, errno = e, "write failed");
-                reply.error(errno(e));
+        // As run_io, but the payload is copied only when the write is queued.
+        if !io.file.held() {
+            if let Some(_slot) = self.inline.take() {
+                return write_reply(io.file.as_ref(), fh, offset, data, reply);
             }
         }
+        let file = Arc::clone(&io.file);
+        let data = data.to_vec();
+        self.queue(
+            &io,
+            Box::new(move || write_reply(file.as_ref(), fh, offset, &data, reply)),
+        );
     }
 
     fn flush(
@@ -422,17 +456,18 @@ impl Filesystem for MapperFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let file = match self.open_file(fh) {
-            Ok((file, _)) => file,
+        let io = match self.open_file(fh) {
+            Ok(io) => io,
             Err(e) => return reply.error(e),
         };
-        match file.flush() {
+        let file = Arc::clone(&io.file);
+        self.run_io(&io, move || match file.flush() {
             Ok(()) => reply.ok(),
             Err(e) => {
                 warn!(fh = fh.0, errno = e, "flush failed");
                 reply.error(errno(e));
             }
-        }
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -511,10 +546,17 @@ impl Filesystem for MapperFs {
         reply: ReplyEmpty,
     ) {
         trace!(fh = fh.0, offset, length, mode, "fallocate");
-        match self.fallocate_file(fh, offset, length, mode) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        let io = match self.writable_file(fh) {
+            Ok(io) => io,
+            Err(e) => return reply.error(e),
+        };
+        let file = Arc::clone(&io.file);
+        self.run_io(&io, move || {
+            match fallocate_file(file.as_ref(), offset, length, mode) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
     }
 
     fn lseek(
@@ -531,17 +573,91 @@ impl Filesystem for MapperFs {
             libc::SEEK_HOLE => SeekKind::Hole,
             _ => return reply.error(Errno::EINVAL),
         };
-        let file = match self.open_file(fh) {
-            Ok((file, _)) => file,
+        let io = match self.open_file(fh) {
+            Ok(io) => io,
             Err(e) => return reply.error(e),
         };
         let Ok(offset) = u64::try_from(offset) else {
             return reply.error(Errno::ENXIO);
         };
-        match file.seek(offset, kind).map(i64::try_from) {
-            Ok(Ok(pos)) => reply.offset(pos),
-            Ok(Err(_)) => reply.error(Errno::EOVERFLOW),
-            Err(e) => reply.error(errno(e)),
+        let file = Arc::clone(&io.file);
+        self.run_io(&io, move || {
+            match file.seek(offset, kind).map(i64::try_from) {
+                Ok(Ok(pos)) => reply.offset(pos),
+                Ok(Err(_)) => reply.error(Errno::EOVERFLOW),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    // No extended attributes, answered as a filesystem without them answers (fuser's
+    // defaults log a warning on every call; `ls -l` asks for security.selinux).
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::ENODATA);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+}
+
+/// A READ within or across the end of the file: EOF is an empty reply.
+fn read_reply(file: &dyn MappedFile, fh: FileHandle, offset: u64, size: u32, reply: ReplyData) {
+    let end = offset.saturating_add(u64::from(size)).min(file.size());
+    let Some(len) = end
+        .checked_sub(offset)
+        .and_then(|l| usize::try_from(l).ok())
+    else {
+        // At or past the end: EOF.
+        return reply.data(&[]);
+    };
+    trace!(fh = fh.0, offset, len, "read");
+    READ_BUF.with_borrow_mut(|buf| {
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let data = &mut buf[..len];
+        match file.read(offset, data) {
+            Ok(()) => reply.data(data),
+            Err(e) => {
+                debug!(fh = fh.0, offset, len, errno = e, "read failed");
+                reply.error(errno(e));
+            }
+        }
+    });
+}
+
+/// A WRITE: short across the end of the device, ENOSPC at or past it.
+fn write_reply(file: &dyn MappedFile, fh: FileHandle, offset: u64, data: &[u8], reply: ReplyWrite) {
+    let size = file.size();
+    if data.is_empty() {
+        return reply.written(0);
+    }
+    if offset >= size {
+        return reply.error(Errno::ENOSPC);
+    }
+    // A write across the end is short, as on a block device.
+    let len = usize::try_from(size - offset).map_or(data.len(), |room| room.min(data.len()));
+    let Ok(written) = u32::try_from(len) else {
+        return reply.error(Errno::EINVAL);
+    };
+    trace!(fh = fh.0, offset, len, "write");
+    match file.write(offset, &data[..len]) {
+        Ok(()) => reply.written(written),
+        Err(e) => {
+            debug!(fh = fh.0, offset, len, errno = e, "write failed");
+            reply.error(errno(e));
         }
     }
 }

@@ -10,7 +10,12 @@
 //! * **Threads.** fuser 0.18 runs its session on `n` threads itself (`Config::n_threads`,
 //!   each thread blocking on its own `FUSE_DEV_IOC_CLONE`d `/dev/fuse` fd), so READ, WRITE,
 //!   FSYNC and FALLOCATE run on [`MountOptions::threads`] threads and reply in place. A
-//!   hand-off to a separate pool would only add a copy of every write payload.
+//!   hand-off of every request to a separate pool would only add a copy of every write
+//!   payload. Only I/O that would wait is handed off: a request of a device that is
+//!   [`held`](MappedFile::held) (suspended), or one that finds every inline slot (one
+//!   fewer than the threads) taken, goes to its device's queue and is replied to from that
+//!   queue's worker (one per device, started on demand, ended when idle). So a suspended
+//!   device never blocks lookups, listings, attributes or another device's I/O.
 //! * **No stale names.** Lookups and readdir ask [`MapperSource::list`] every time and entry
 //!   and attribute TTLs are 0, so creations, removals, renames and resizes show at once.
 //!   The inode number of a device is `id + 2` (1 is the directory).
@@ -42,14 +47,18 @@
 //!   file is still open (a loop device still attached), the directory is detached lazily
 //!   instead: new opens fail, open files keep working, and the session ends when the last
 //!   one is closed. A directory left mounted by a crashed run (`ENOTCONN`) is detached
-//!   lazily before mounting again.
+//!   lazily before mounting again; a live FUSE mount (another udmd's mapper directory) is
+//!   refused rather than mounted over. As root the mount is made here (`mount(2)` with a
+//!   `/dev/fuse` fd) and unmounted exactly once, here; without privilege fuser mounts
+//!   through `fusermount3` and unmounts (lazily) when the session is dropped.
 
 mod error;
 mod fs;
 mod mount;
+mod queue;
 pub mod ram;
 mod source;
 
 pub use error::FuseError;
-pub use mount::{mount, MapperMount, MountOptions};
+pub use mount::{create_mount_point, mount, MapperMount, MountOptions};
 pub use source::{MappedFile, MapperSource, SeekKind};

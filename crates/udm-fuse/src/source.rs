@@ -50,6 +50,13 @@ pub trait MappedFile: Send + Sync {
             SeekKind::Hole => size,
         })
     }
+    /// Whether I/O would wait now (a suspended device holds it until resumed). Such
+    /// requests are answered from a per-device queue, off the FUSE threads, so that a
+    /// held device never blocks the directory or another device. Called on every request:
+    /// keep it to an atomic load.
+    fn held(&self) -> bool {
+        false
+    }
     /// A FUSE open of this file (the engine counts opens).
     fn opened(&self) {}
     /// The matching close of an [`opened`](Self::opened) file.

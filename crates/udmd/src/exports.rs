@@ -259,6 +259,10 @@ impl udm_fuse::MappedFile for FuseFile {
     fn read_only(&self) -> bool {
         self.bytes.dev.read_only()
     }
+    fn held(&self) -> bool {
+        // A suspended device holds I/O until it is resumed (or removed).
+        self.bytes.dev.is_suspended()
+    }
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), i32> {
         self.bytes.read(offset, buf).map_err(|e| e.0)
     }

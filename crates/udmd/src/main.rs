@@ -182,9 +182,10 @@ fn main() -> anyhow::Result<()> {
 
     let mount = match &mapper_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)?;
             let source = std::sync::Arc::new(exports::FuseSource::new(engine.clone()));
-            match udm_fuse::mount(dir, source, udm_fuse::MountOptions::default()) {
+            let mounted = udm_fuse::create_mount_point(dir)
+                .and_then(|()| udm_fuse::mount(dir, source, udm_fuse::MountOptions::default()));
+            match mounted {
                 Ok(m) => {
                     tracing::info!(dir = %dir.display(), "mapper directory mounted");
                     Some(m)
