@@ -50,6 +50,21 @@ impl Udmd {
         }
     }
 
+    /// Wait (bounded) for the daemon to exit, killing it if it does not, and
+    /// return how it exited (None: it had to be killed) and its piped stderr.
+    fn exit_and_stderr(&mut self) -> (Option<ExitStatus>, String) {
+        let st = self.wait();
+        if st.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let mut err = String::new();
+        if let Some(e) = self.child.stderr.as_mut() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (st, err)
+    }
+
     /// Wait until `ready` holds, failing if the daemon exits or takes too long.
     fn wait_until(&mut self, what: &str, ready: impl Fn() -> bool) {
         let t0 = Instant::now();
@@ -238,11 +253,7 @@ fn refused(runtime: &Path, want: &str) {
     c.args(["--log", "warn"]).stdout(Stdio::null());
     c.stderr(Stdio::piped());
     let mut d = Udmd::spawn(c);
-    let st = d.wait();
-    let mut err = String::new();
-    if let Some(e) = d.child.stderr.as_mut() {
-        let _ = e.read_to_string(&mut err);
-    }
+    let (st, err) = d.exit_and_stderr();
     assert!(
         st.is_some_and(|s| s.code() == Some(1)),
         "udmd must refuse the socket dir ({want}), got {st:?}: {err}"
@@ -335,11 +346,7 @@ fn refuses_to_start(args: &[&str], env: &[(&str, &str)], want: &str) {
     }
     c.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut d = Udmd::spawn(c);
-    let st = d.wait();
-    let mut err = String::new();
-    if let Some(e) = d.child.stderr.as_mut() {
-        let _ = e.read_to_string(&mut err);
-    }
+    let (st, err) = d.exit_and_stderr();
     assert!(
         st.is_some_and(|s| !s.success()),
         "udmd {args:?} {env:?} must refuse to start, got {st:?}: {err}"
