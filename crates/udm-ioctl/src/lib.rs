@@ -14,6 +14,7 @@ pub mod flags;
 mod frame;
 mod header;
 mod names;
+pub mod rundir;
 mod strings;
 mod table;
 mod versions;

@@ -5,3 +5,4 @@ pub mod control;
 pub mod demo;
 pub mod exports;
 pub mod server;
+pub mod stdio;

@@ -39,14 +39,14 @@ struct Args {
     #[arg(long, value_name = "DIR")]
     mapper_dir: Option<PathBuf>,
     /// Run the demo stack on files under DIR (socket, NBD and mapper dir go there too unless given).
-    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "udm-demo")]
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = udmd::demo::DEFAULT_DIR)]
     demo: Option<PathBuf>,
     /// Export each device with a live table as /dev/ublkbN (N = its minor when free;
     /// `<socket dir>/ublk-map` lists them). Needs ublk_drv and a build with `--features ublk`.
     #[arg(long)]
     ublk: bool,
-    /// Major number reported for udm devices.
-    #[arg(long, default_value_t = 253)]
+    /// Major number reported for udm devices (1 to 511, as the kernel allows a block major).
+    #[arg(long, default_value_t = 253, value_parser = parse_major)]
     major: u32,
     /// Open underlying files and block devices with O_DIRECT.
     #[arg(long)]
@@ -56,16 +56,17 @@ struct Args {
     log: String,
 }
 
-pub fn default_socket_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("UDM_SOCKET").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
+/// The kernel's register_blkdev takes a block major in 1..BLKDEV_MAJOR_MAX (512);
+/// dm asks for a dynamic one, in practice 253 or 254. Major 0 is the "unnamed"
+/// major under which udm lists plain files, so it would make devices look like files.
+fn parse_major(s: &str) -> Result<u32, String> {
+    const RANGE: &str = "a block device major is 1 to 511 (the kernel's register_blkdev \
+                         refuses 512 and above; 0 is the unnamed major udm uses for files; \
+                         dm's own is usually 253)";
+    match s.parse::<u32>() {
+        Ok(m) if (1..512).contains(&m) => Ok(m),
+        _ => Err(format!("{s}: {RANGE}")),
     }
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
-        return Path::new(&d).join("udm/control");
-    }
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    PathBuf::from(format!("/tmp/udm-{uid}/control"))
 }
 
 /// Block the termination signals in every thread; the main thread waits for them.
@@ -92,23 +93,22 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    udmd::stdio::init_log(udmd::stdio::log_filter(&args.log)?);
     let sigs = block_signals();
 
     let demo_dir = args
         .demo
         .as_ref()
         .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()));
-    let socket = args
+    // A path the user names is used as given; the default directory is checked.
+    let socket = match args
         .socket
         .clone()
         .or_else(|| demo_dir.as_ref().map(|d| d.join("control")))
-        .unwrap_or_else(default_socket_path);
+    {
+        Some(p) => p,
+        None => udm_ioctl::rundir::server_socket_path()?,
+    };
     let mut nbd = args.nbd.clone();
     if nbd.is_empty() {
         if let Some(d) = &demo_dir {
@@ -209,27 +209,17 @@ fn main() -> anyhow::Result<()> {
 
     if let Some(dir) = &demo_dir {
         let made = udmd::demo::build(&engine, dir)?;
-        println!(
-            "udm demo: devices {} over files in {}",
-            made.join(", "),
-            dir.display()
-        );
-        println!(
-            "  control:  UDM_SOCKET={} target/release/udmsetup ls",
-            socket.display()
-        );
-        for addr in &nbd {
-            if let Some(p) = addr.strip_prefix("unix:") {
-                println!("  NBD:      nbdinfo 'nbd+unix:///demo-striped?socket={p}'");
-            }
-        }
-        if let (Some(m), Some(_)) = (&mapper_dir, &mount) {
-            println!(
-                "  files:    {}/demo-striped (losetup -f --show it for a kernel block device)",
-                m.display()
-            );
-        }
-        println!("  stop:     Ctrl-C");
+        let nbd_unix = nbd
+            .iter()
+            .find_map(|a| a.strip_prefix("unix:"))
+            .map(Path::new);
+        udmd::stdio::say(&udmd::demo::banner(&udmd::demo::Reach {
+            dir,
+            devices: &made,
+            socket: &socket,
+            nbd_unix,
+            mapper_dir: mapper_dir.as_deref().filter(|_| mount.is_some()),
+        }));
     }
 
     let sig = wait_for_signal(&sigs);

@@ -1,10 +1,15 @@
 //! The control socket: a Unix stream socket speaking udm-ioctl frames, one
 //! thread per client. A client that sends garbage is answered (where a frame
 //! boundary is still known) and disconnected; the daemon and other clients go on.
+//!
+//! Shutdown never goes through the socket's path (which anyone may have removed
+//! or replaced): it shuts the listening socket down, which wakes a blocked
+//! `accept` (Linux returns EINVAL), and removes the path only while it is still
+//! the socket udmd bound.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +26,9 @@ use crate::control::{handle, ConnState};
 /// A running control socket; stops listening and removes the socket on drop.
 pub struct ControlServer {
     path: PathBuf,
+    /// (st_dev, st_ino) of the socket file we bound, to recognise it at removal.
+    bound: (u64, u64),
+    listener: Arc<UnixListener>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
 }
@@ -48,34 +56,19 @@ impl ControlServer {
         let bound = UnixListener::bind(path);
         // SAFETY: as above, restoring the previous mask.
         unsafe { libc::umask(old) };
-        let listener = bound?;
+        let listener = Arc::new(bound?);
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let meta = std::fs::symlink_metadata(path)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
+        let (stop2, listener2) = (stop.clone(), listener.clone());
         let accept = std::thread::Builder::new()
             .name("udm-control".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if stop2.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    match conn {
-                        Ok(stream) => {
-                            let engine = engine.clone();
-                            let r = std::thread::Builder::new()
-                                .name("udm-control-conn".into())
-                                .spawn(move || serve_client(engine, stream));
-                            if let Err(e) = r {
-                                tracing::warn!("cannot start a control connection thread: {e}");
-                            }
-                        }
-                        Err(e) => tracing::warn!("control accept failed: {e}"),
-                    }
-                }
-            })?;
+            .spawn(move || accept_loop(engine, &listener2, &stop2))?;
         tracing::info!(socket = %path.display(), "control socket listening");
         Ok(ControlServer {
             path: path.to_path_buf(),
+            bound: (meta.dev(), meta.ino()),
+            listener,
             stop,
             accept: Some(accept),
         })
@@ -89,12 +82,45 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop with a throwaway connection.
-        let _ = UnixStream::connect(&self.path);
+        // SAFETY: shutdown on a listening socket we own (kept alive by `self.listener`).
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
         if let Some(h) = self.accept.take() {
             let _ = h.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        // Only our own socket: the path may since have been removed or taken over.
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.bound);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            tracing::info!(socket = %self.path.display(), "control socket path is no longer ours; left alone");
+        }
+    }
+}
+
+fn accept_loop(engine: Engine, listener: &UnixListener, stop: &AtomicBool) {
+    loop {
+        let conn = listener.accept();
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match conn {
+            Ok((stream, _)) => {
+                let engine = engine.clone();
+                let r = std::thread::Builder::new()
+                    .name("udm-control-conn".into())
+                    .spawn(move || serve_client(engine, stream));
+                if let Err(e) = r {
+                    tracing::warn!("cannot start a control connection thread: {e}");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("control accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 }
 

@@ -12,17 +12,10 @@ use udm_ioctl::{
 pub use udm_ioctl::Command;
 
 /// Where udmd listens unless told otherwise: `$UDM_SOCKET`, else
-/// `$XDG_RUNTIME_DIR/udm/control`, else `/tmp/udm-$UID/control`.
+/// `$XDG_RUNTIME_DIR/udm/control`, else `/tmp/udm-$UID/control` (for display:
+/// [`Client::connect_to`] checks the default directory before using it).
 pub fn default_socket_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("UDM_SOCKET").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
-        return PathBuf::from(dir).join("udm").join("control");
-    }
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    PathBuf::from(format!("/tmp/udm-{uid}/control"))
+    udm_ioctl::rundir::socket_path_unchecked()
 }
 
 /// The first buffer size libdm uses for a command: 16 KiB for those that
@@ -82,6 +75,8 @@ pub enum ClientError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Rundir(#[from] udm_ioctl::rundir::RundirError),
     #[error("control socket I/O failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("malformed message on the control socket: {0}")]
@@ -125,6 +120,15 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connect to `path` as given, or (None) to the default socket once its
+    /// directory passes the ownership and mode check udmd makes.
+    pub fn connect_to(path: Option<&Path>) -> Result<Self, ClientError> {
+        match path {
+            Some(p) => Client::connect(p),
+            None => Client::connect(udm_ioctl::rundir::client_socket_path()?),
+        }
+    }
+
     pub fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
         let path = path.as_ref();
         let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {

@@ -183,7 +183,7 @@ impl<'a> Ctx<'a> {
 
     fn client(&mut self) -> Result<&mut Client, Failed> {
         if self.client.is_none() {
-            match Client::connect(self.socket_path()) {
+            match Client::connect_to(self.opts.socket.as_deref()) {
                 Ok(c) => self.client = Some(c),
                 Err(e) => {
                     self.error(&e.to_string());
