@@ -30,7 +30,8 @@ pub struct MountOptions {
     /// Let users other than the mounting one see the directory (`allow_other`); file
     /// permissions (0600, owner = the mounting uid) are still checked by the kernel.
     pub allow_other: bool,
-    /// FUSE threads serving requests; reads and writes run on all but one of them in
+    /// FUSE threads serving requests (default 5: four run I/O inline, as the four of
+    /// the mount before held I/O moved off them did); reads and writes run on all but one of them in
     /// parallel (the last is kept free of device I/O, so that a device suspended at the
     /// wrong moment cannot take every thread; with 1 thread all I/O runs on per-device
     /// workers).
@@ -44,7 +45,7 @@ impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {
             allow_other: false,
-            threads: 4,
+            threads: 5,
             direct_io: true,
         }
     }
