@@ -93,8 +93,13 @@ if [ "${UDM_SKIP_FUZZ:-0}" != 1 ]; then
   note "fuzz (short runs)"
   command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked -q
   for f in ioctl_decode table_parse; do
-    if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$f" --target-dir ../target/fuzz -- -max_total_time=20 2>&1 | tail -3); then
-      ok "fuzz $f"; else bad "fuzz $f"; fi
+    flog=$(mktemp)
+    if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$f" --target-dir ../target/fuzz -- -max_total_time=20) >"$flog" 2>&1; then
+      tail -3 "$flog"; ok "fuzz $f"
+    else
+      # A compile error or a crash: show enough to see which.
+      tail -60 "$flog"; bad "fuzz $f"
+    fi
   done
 fi
 

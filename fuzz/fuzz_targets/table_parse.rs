@@ -35,7 +35,13 @@ impl BlockDev for MemDisk {
     fn discard(&self, _offset: u64, _len: u64) -> io::Result<()> {
         Ok(())
     }
-    fn write_zeroes(&self, _offset: u64, _len: u64, _may_unmap: bool) -> io::Result<()> {
+    fn write_zeroes(
+        &self,
+        _offset: u64,
+        _len: u64,
+        _may_unmap: bool,
+        _fast_only: bool,
+    ) -> io::Result<()> {
         Ok(())
     }
 }
@@ -80,10 +86,12 @@ fuzz_target!(|data: &[u8]| {
                     data: udm_core::BioData::Read(&mut buf[..bytes]),
                     fua: false,
                     may_unmap: false,
+                    fast_only: false,
                 });
             }
             let _ = table.status_lines(udm_core::StatusType::Table);
             let _ = table.status_lines(udm_core::StatusType::Info);
+            let _ = table.status_lines(udm_core::StatusType::Ima);
         }
         Err(e) => assert!(e.line as usize <= specs.iter().map(|s| s.line as usize).max().unwrap_or(0)),
     }
