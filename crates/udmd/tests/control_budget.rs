@@ -76,6 +76,10 @@ fn frames_past_the_global_budget_wait_for_room() {
     let mut c = UnixStream::connect(&path).expect("connect");
     c.write_all(&frame(4096)).expect("send C");
     assert_eq!(read_reply(&mut c).errno, libc::ENXIO);
+    // C's bytes are given back just after its reply is sent, so wait for that.
+    until("C's reservation to be given back", || {
+        request_budget_usage().0 <= A
+    });
     let (held, _, waiting) = request_budget_usage();
     assert_eq!((held, waiting), (A, 1), "B was let in past the budget");
 
