@@ -114,7 +114,8 @@ fn abandoned_waits_give_their_threads_back() {
     );
     let r = read_reply(&mut s);
     assert_eq!(r.errno, 0, "{}", r.detail);
-    let event_nr = DmIoctl::decode(&r.buffer).expect("header").event_nr;
+    let status = DmIoctl::decode(&r.buffer).expect("header");
+    let event_nr = status.event_nr;
     drop(s);
     assert!(
         within(20, || conn_threads(pid) == 0),
@@ -146,8 +147,11 @@ fn abandoned_waits_give_their_threads_back() {
         conn_threads(pid)
     );
     // The device and the daemon are fine, and a live waiter still wakes.
+    // It names the device by number: the rename that wakes it may run before the
+    // wait has looked the device up, and a name lookup would then find nothing.
     let mut s = UnixStream::connect(&d.socket).expect("connect");
-    let mut h = header("w");
+    let mut h = header("");
+    h.dev = status.dev;
     h.event_nr = event_nr;
     send(
         &mut s,
