@@ -1,8 +1,8 @@
-//! `status|table [<dev>...]`: TABLE_STATUS (with STATUS_TABLE for
-//! `table`), one `<start> <len> <type> <params>` line per target; a
-//! `<name>: ` prefix with several devices; `--target` filters,
-//! `--concise` packs everything on one line, keys are masked unless
-//! `--showkeys`.
+//! `status|table|measure [<dev>...]`: TABLE_STATUS (with STATUS_TABLE for
+//! `table`, DM_IMA_MEASUREMENT_FLAG for `measure`), one `<start> <len> <type>
+//! <params>` line per target; a `<name>: ` prefix with several devices;
+//! `--target` filters, `--concise` packs a table on one line, keys are masked
+//! unless `--showkeys`.
 
 use serde_json::json;
 use udm_ioctl::{decode_table_status, flags};
@@ -13,9 +13,11 @@ use crate::client::Command;
 use crate::format::{concise_quote, mask_keys, target_line, DeviceInfo};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Status,
     Table,
+    /// STATUSTYPE_IMA: each target's `target_name=...;` text (see measure.rs).
+    Measure,
 }
 
 pub fn status(ctx: &mut Ctx, args: &[String]) -> CmdResult {
@@ -26,7 +28,7 @@ pub fn table(ctx: &mut Ctx, args: &[String]) -> CmdResult {
     run(ctx, args, Kind::Table)
 }
 
-fn run(ctx: &mut Ctx, args: &[String], kind: Kind) -> CmdResult {
+pub(crate) fn run(ctx: &mut Ctx, args: &[String], kind: Kind) -> CmdResult {
     if args.is_empty() && !ctx.opts.device_by_option() {
         return process_all(ctx, false, &mut |ctx, name| one(ctx, Some(name), kind));
     }
@@ -45,12 +47,13 @@ fn one(ctx: &mut Ctx, arg: Option<&str>, kind: Kind) -> CmdResult {
     )
     .device(&dev)
     .flag(flags::STATUS_TABLE, kind == Kind::Table)
+    .flag(flags::IMA_MEASUREMENT, kind == Kind::Measure)
     .flag(flags::QUERY_INACTIVE_TABLE, ctx.opts.inactive)
     .flag(flags::NOFLUSH, ctx.opts.noflush)
     .flag(flags::SKIP_BDGET, ctx.opts.noopencount);
     let reply = ctx.run_raw(&task)?;
-    // libdm treats ENXIO as "does not exist" for status, not for table.
-    if reply.errno == libc::ENXIO && kind == Kind::Status {
+    // libdm treats ENXIO as "does not exist" for status (and measure), not for table.
+    if reply.errno == libc::ENXIO && kind != Kind::Table {
         return ctx.fail("Device does not exist.");
     }
     if !reply.ok() {
@@ -77,13 +80,18 @@ fn one(ctx: &mut Ctx, arg: Option<&str>, kind: Kind) -> CmdResult {
                 } else {
                     s.params.clone()
                 };
+                let key = if kind == Kind::Measure {
+                    "measurement"
+                } else {
+                    "params"
+                };
                 json!({"start": s.sector_start, "length": s.length,
-                       "target_type": s.target_type, "params": params})
+                       "target_type": s.target_type, key: params})
             })
             .collect();
         if target.is_none() || !targets.is_empty() {
             let mut v = json!({"name": name, "uuid": info.uuid, "targets": targets});
-            if ctx.opts.verbose > 0 {
+            if ctx.opts.verbose > 0 && kind != Kind::Measure {
                 v["info"] = info.to_json();
             }
             ctx.json.push(v);
