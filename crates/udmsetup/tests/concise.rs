@@ -5,24 +5,6 @@ mod common;
 
 use common::*;
 
-#[track_caller]
-fn ok(o: &Outcome, out: &str) {
-    assert_eq!(
-        (o.code, o.err.as_str(), o.out.as_str()),
-        (0, "", out),
-        "{o:?}"
-    );
-}
-
-#[track_caller]
-fn fails(o: &Outcome, err: &str) {
-    assert_eq!(
-        (o.code, o.err.as_str(), o.out.as_str()),
-        (1, err, ""),
-        "{o:?}"
-    );
-}
-
 #[test]
 fn concise_lists_create_every_device() {
     let (d, _) = FakeDaemon::kernel();

@@ -7,15 +7,6 @@ mod common;
 
 use common::*;
 
-#[track_caller]
-fn ok(o: &Outcome, out: &str) {
-    assert_eq!(
-        (o.code, o.err.as_str(), o.out.as_str()),
-        (0, "", out),
-        "{o:?}"
-    );
-}
-
 /// base (zero), and f1 over /srv/a.img, base, /srv/b.img and /srv/a.img
 /// again: deps (most recently first-referenced first) are
 /// 0:2 (b.img), 254:0 (base), 0:1 (a.img).

@@ -11,15 +11,6 @@ mod common;
 
 use common::*;
 
-#[track_caller]
-fn ok(o: &Outcome, out: &str) {
-    assert_eq!(
-        (o.code, o.err.as_str(), o.out.as_str()),
-        (0, "", out),
-        "{o:?}"
-    );
-}
-
 #[test]
 fn ls_exec_runs_the_command_per_device() {
     let (d, k) = FakeDaemon::kernel();

@@ -11,24 +11,6 @@ fn zero8() -> Option<Vec<TargetSpec>> {
     Some(vec![spec(0, 8, "zero", "")])
 }
 
-#[track_caller]
-fn ok(o: &Outcome, out: &str) {
-    assert_eq!(
-        (o.code, o.err.as_str(), o.out.as_str()),
-        (0, "", out),
-        "{o:?}"
-    );
-}
-
-#[track_caller]
-fn fails(o: &Outcome, err: &str) {
-    assert_eq!(
-        (o.code, o.err.as_str(), o.out.as_str()),
-        (1, err, ""),
-        "{o:?}"
-    );
-}
-
 /// The devices the VM held after dmsetup created them (stored names).
 fn stored() -> (FakeDaemon, std::sync::Arc<std::sync::Mutex<FakeKernel>>) {
     let (d, k) = FakeDaemon::kernel();

@@ -6,15 +6,6 @@ mod common;
 
 use common::*;
 
-#[track_caller]
-fn ok(o: &Outcome, out: &str) {
-    assert_eq!(
-        (o.code, o.err.as_str(), o.out.as_str()),
-        (0, "", out),
-        "{o:?}"
-    );
-}
-
 fn run(args: &[&str]) -> Outcome {
     // splitname needs no daemon: a socket path that does not exist.
     let mut argv: Vec<std::ffi::OsString> = vec![

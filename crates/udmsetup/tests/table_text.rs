@@ -9,15 +9,6 @@ mod common;
 
 use common::*;
 
-#[track_caller]
-fn fails(o: &Outcome, err: &str) {
-    assert_eq!(
-        (o.code, o.err.as_str(), o.out.as_str()),
-        (1, err, ""),
-        "{o:?}"
-    );
-}
-
 #[test]
 fn fields_in_the_wrong_order_name_the_field() {
     let (d, _) = FakeDaemon::kernel();

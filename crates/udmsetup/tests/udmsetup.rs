@@ -22,24 +22,6 @@ fn abc() -> (FakeDaemon, std::sync::Arc<std::sync::Mutex<FakeKernel>>) {
     (d, k)
 }
 
-#[track_caller]
-fn ok(o: &Outcome, out: &str) {
-    assert_eq!(
-        (o.code, o.err.as_str(), o.out.as_str()),
-        (0, "", out),
-        "{o:?}"
-    );
-}
-
-#[track_caller]
-fn fails(o: &Outcome, err: &str) {
-    assert_eq!(
-        (o.code, o.err.as_str(), o.out.as_str()),
-        (1, err, ""),
-        "{o:?}"
-    );
-}
-
 const INFO_A: &str = "Name:              a\nState:             ACTIVE\nRead Ahead:        256\n\
 Tables present:    LIVE\nOpen count:        0\nEvent number:      0\nMajor, minor:      254, 0\n\
 Number of targets: 1\n\n";

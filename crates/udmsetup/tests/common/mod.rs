@@ -161,6 +161,26 @@ pub struct Outcome {
     pub err: String,
 }
 
+/// The command succeeded, printed exactly `out` and nothing on stderr.
+#[track_caller]
+pub fn ok(o: &Outcome, out: &str) {
+    assert_eq!(
+        (o.code, o.err.as_str(), o.out.as_str()),
+        (0, "", out),
+        "{o:?}"
+    );
+}
+
+/// The command failed (exit 1), printed exactly `err` on stderr and nothing on stdout.
+#[track_caller]
+pub fn fails(o: &Outcome, err: &str) {
+    assert_eq!(
+        (o.code, o.err.as_str(), o.out.as_str()),
+        (1, err, ""),
+        "{o:?}"
+    );
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Dev {
     pub name: String,
