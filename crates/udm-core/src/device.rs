@@ -421,15 +421,7 @@ impl Device {
         may_unmap: bool,
         fua: bool,
     ) -> Result<(), Errno> {
-        self.submit(Bio {
-            op: Op::WriteZeroes,
-            sector,
-            len,
-            data: BioData::None,
-            fua,
-            may_unmap,
-            fast_only: false,
-        })
+        self.zeroes(sector, len, may_unmap, fua, false)
     }
 
     /// Write zeroes only if every underlying device can zero without writing zeros
@@ -442,6 +434,17 @@ impl Device {
         may_unmap: bool,
         fua: bool,
     ) -> Result<(), Errno> {
+        self.zeroes(sector, len, may_unmap, fua, true)
+    }
+
+    fn zeroes(
+        &self,
+        sector: u64,
+        len: u64,
+        may_unmap: bool,
+        fua: bool,
+        fast_only: bool,
+    ) -> Result<(), Errno> {
         self.submit(Bio {
             op: Op::WriteZeroes,
             sector,
@@ -449,7 +452,7 @@ impl Device {
             data: BioData::None,
             fua,
             may_unmap,
-            fast_only: true,
+            fast_only,
         })
     }
 
