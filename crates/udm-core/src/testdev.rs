@@ -108,6 +108,8 @@ pub enum Fault {
     /// XOR byte `offset` of the bio's data with `xor` (reads after reading,
     /// writes in a copy before writing).
     Corrupt { offset: usize, xor: u8 },
+    /// Park the bio until [`FaultDev::release`] (the test decides when it goes on).
+    Hold,
 }
 
 /// A fault on the sectors `[start, start + len)` of the device.
@@ -128,6 +130,7 @@ pub struct FaultDev {
     pub writes_done: AtomicU64,
     /// Reads that reached `inner`.
     pub reads_done: AtomicU64,
+    parked: Mutex<Vec<(Bio, u64, Vec<Fault>)>>,
 }
 
 impl FaultDev {
@@ -138,7 +141,22 @@ impl FaultDev {
             me: me.clone(),
             writes_done: AtomicU64::new(0),
             reads_done: AtomicU64::new(0),
+            parked: Mutex::new(Vec::new()),
         })
+    }
+
+    /// How many bios a [`Fault::Hold`] rule parks now.
+    pub fn parked(&self) -> usize {
+        self.parked.lock().len()
+    }
+
+    /// Carry out every parked bio (on this thread).
+    pub fn release(&self) {
+        let parked = std::mem::take(&mut *self.parked.lock());
+        for (mut bio, sector, faults) in parked {
+            let r = self.run(&mut bio, sector, &faults);
+            bio.complete(r);
+        }
     }
 
     pub fn add(&self, rule: FaultRule) {
@@ -241,6 +259,11 @@ impl BlockDev for FaultDev {
             Fault::Delay(d) => Some(*d),
             _ => None,
         });
+        if faults.contains(&Fault::Hold) {
+            let rest = faults.into_iter().filter(|f| *f != Fault::Hold).collect();
+            self.parked.lock().push((bio, sector, rest));
+            return;
+        }
         match (delay, self.me.upgrade()) {
             (Some(d), Some(me)) => {
                 timers().schedule(Instant::now() + d, move || {
