@@ -121,6 +121,8 @@ pub struct EngineInner {
     registry: Registry,
     config: EngineConfig,
     pdevs: Mutex<HashMap<(u64, u64), Weak<FileDev>>>,
+    /// In-process devices tables may name (`Engine::add_named_device`).
+    named: Mutex<HashMap<String, Arc<dyn BlockDev>>>,
     next_file_minor: AtomicU32,
     global_event: Mutex<u64>,
     global_cv: Condvar,
@@ -267,6 +269,9 @@ impl DevResolver for Resolver<'_> {
             return Err(dev_err(Errno::EINVAL, "no device given"));
         }
         let inner = &self.engine.inner;
+        if let Some(d) = inner.named.lock().get(spec) {
+            return Ok(Arc::clone(d));
+        }
         if let Some(dev) = self.engine.udm_device_for(spec)? {
             if Arc::ptr_eq(&dev, self.for_dev) {
                 return Err(dev_err(Errno::EINVAL, "table maps the device onto itself"));
@@ -495,12 +500,19 @@ impl Engine {
                 registry,
                 config,
                 pdevs: Mutex::new(HashMap::new()),
+                named: Mutex::new(HashMap::new()),
                 next_file_minor: AtomicU32::new(0),
                 global_event: Mutex::new(0),
                 global_cv: Condvar::new(),
                 listeners: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// Let tables name an in-process device (a RAM disk, a fault injector, ...)
+    /// by `name`, before any path is tried: for tests of targets and embedders.
+    pub fn add_named_device(&self, name: &str, dev: Arc<dyn BlockDev>) {
+        self.inner.named.lock().insert(name.to_string(), dev);
     }
 
     pub fn config(&self) -> &EngineConfig {

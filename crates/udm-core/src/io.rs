@@ -3,6 +3,7 @@
 //! remaps (on the caller's thread for synchronous devices, the pieces of a split
 //! spread over the worker pool), run `end_io`, and requeue what targets push back.
 
+use std::io::{IoSlice, IoSliceMut};
 use std::sync::Arc;
 
 use crate::bio::{Bio, Op};
@@ -104,10 +105,10 @@ pub(crate) fn dispatch(table: &Arc<Table>, dev: &Device, mut bio: Bio) {
         };
         let t = &table.targets()[i];
         let off = bio.sector - t.start;
-        let n = bio
-            .len
-            .min(t.start + t.len - bio.sector)
-            .min(t.target.max_io_len(off).max(1));
+        let mut n = bio.len.min(t.start + t.len - bio.sector);
+        if matches!(bio.op, Op::Read | Op::Write) || t.target.split_discards() {
+            n = n.min(t.target.max_io_len(off).max(1));
+        }
         if n == bio.len {
             bio.sector = off;
             dev.account(&mut bio);
@@ -262,12 +263,58 @@ fn run_batch(table: &Arc<Table>, dev: &Device, mut batch: Vec<Pending>) {
     }
 }
 
-fn run_group(table: &Arc<Table>, dev: &Device, g: Vec<Pending>) {
-    for mut p in g {
-        // SAFETY: `table` is held for the whole call.
-        let r = execute(unsafe { p.dev.get() }, &mut p.bio, p.sector);
+/// Carry out one device's pieces in device order; pieces of the same op that lie
+/// one after another on the device go as one vectored call.
+fn run_group(table: &Arc<Table>, dev: &Device, mut g: Vec<Pending>) {
+    g.sort_by_key(|p| p.sector);
+    let mut results = vec![Ok(()); g.len()];
+    let mut i = 0;
+    while i < g.len() {
+        let mut j = i + 1;
+        while j < g.len()
+            && matches!(g[i].bio.op, Op::Read | Op::Write)
+            && g[j].bio.op == g[i].bio.op
+            && g[j].bio.fua == g[i].bio.fua
+            && g[j].sector == g[j - 1].sector + g[j - 1].bio.len
+        {
+            j += 1;
+        }
+        let r = if j - i == 1 {
+            let p = &mut g[i];
+            // SAFETY: `table` is held for the whole call.
+            execute(unsafe { p.dev.get() }, &mut p.bio, p.sector)
+        } else {
+            run_vectored(&mut g[i..j])
+        };
+        results[i..j].fill(r);
+        i = j;
+    }
+    for (p, r) in g.into_iter().zip(results) {
         end_io(table, dev, p.idx, p.dest, p.bio, r);
     }
+}
+
+/// One vectored read or write over consecutive pieces of one device.
+fn run_vectored(run: &mut [Pending]) -> Result<(), Errno> {
+    let first = &run[0];
+    // SAFETY: the caller holds the table.
+    let bdev = unsafe { first.dev.get() };
+    let off = first.sector << SECTOR_SHIFT;
+    let fua = first.bio.fua;
+    let r = if first.bio.op == Op::Read {
+        let mut bufs: Vec<IoSliceMut<'_>> = Vec::with_capacity(run.len());
+        for p in run.iter_mut() {
+            match p.bio.data_mut() {
+                Some(d) => bufs.push(IoSliceMut::new(d)),
+                None => return Err(Errno::EINVAL),
+            }
+        }
+        bdev.read_vectored_at(&mut bufs, off)
+    } else {
+        let bufs: Vec<IoSlice<'_>> = run.iter().map(|p| IoSlice::new(p.bio.data())).collect();
+        bdev.write_vectored_at(&bufs, off, fua)
+    };
+    r.map_err(Errno::from)
 }
 
 /// Issue to an asynchronous device (another udm device); `end_io` runs when it is done.

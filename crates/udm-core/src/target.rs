@@ -79,6 +79,12 @@ pub trait Target: Send + Sync {
         u64::MAX
     }
 
+    /// Whether discards and write-zeroes are split at `max_io_len` too. A target
+    /// that maps a whole range itself (striped: one range per stripe) says no.
+    fn split_discards(&self) -> bool {
+        true
+    }
+
     /// Decide where `bio` goes. `bio.sector` is relative to the start of the
     /// target. An empty flush (`Op::Flush`, `len` 0) reaches every target once.
     fn map<'s>(&'s self, bio: Bio) -> Mapped<'s>;

@@ -159,6 +159,11 @@ impl FaultDev {
         }
     }
 
+    /// Write `buf` at byte `offset` of the device below, directly (test set-up).
+    pub fn poke(&self, offset: u64, buf: &[u8]) {
+        let _ = self.inner.write_at(buf, offset, false);
+    }
+
     pub fn add(&self, rule: FaultRule) {
         self.rules.lock().push(rule);
     }

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use udm_core::{
-    ima_name_version, Bio, BlockDev, EndIo, Errno, ExtentKind, IoHints, Mapped, Op, StatusType,
-    TableError, Target, TargetCtx, TargetType,
+    ima_name_version, issue, Bio, BlockDev, EndIo, Errno, ExtentKind, IoHints, Mapped, Op,
+    StatusType, TableError, Target, TargetCtx, TargetType,
 };
 
 pub const TYPE: TargetType = TargetType {
@@ -102,6 +102,44 @@ impl Striped {
     }
 }
 
+impl Striped {
+    /// Where target offset `o` (a range boundary) falls on stripe `s`: the
+    /// sector of that stripe's device before which the range's part on it ends
+    /// (or from which it starts).
+    fn stripe_bound(&self, o: u64, s: usize) -> u64 {
+        let n = self.stripes.len() as u64;
+        let chunk_no = o / self.chunk;
+        let row = chunk_no / n;
+        let at = (chunk_no % n) as usize;
+        match s.cmp(&at) {
+            std::cmp::Ordering::Equal => row * self.chunk + o % self.chunk,
+            std::cmp::Ordering::Less => (row + 1) * self.chunk,
+            std::cmp::Ordering::Greater => row * self.chunk,
+        }
+    }
+
+    /// A discard or write-zeroes over the whole range: one bio per stripe, each
+    /// covering that stripe's part (as the kernel's stripe_map_range), not one
+    /// per chunk.
+    fn map_range(&self, mut bio: Bio) -> Mapped<'_> {
+        let (start, end) = (bio.sector, bio.sector + bio.len);
+        for (s, stripe) in self.stripes.iter().enumerate() {
+            let (b, e) = (self.stripe_bound(start, s), self.stripe_bound(end, s));
+            if e <= b {
+                continue;
+            }
+            let Some(mut part) = bio.clone_shared() else {
+                return Mapped::Kill(bio, Errno::EINVAL);
+            };
+            part.sector = b + stripe.offset;
+            part.len = e - b;
+            issue(&*stripe.dev, part, b + stripe.offset);
+        }
+        bio.complete(Ok(()));
+        Mapped::Submitted
+    }
+}
+
 impl Target for Striped {
     #[inline]
     fn max_io_len(&self, offset: u64) -> u64 {
@@ -115,8 +153,15 @@ impl Target for Striped {
             let dests = self.stripes.iter().map(|s| (&*s.dev, 0)).collect();
             return Mapped::Clone(bio, dests);
         }
+        if matches!(bio.op, Op::Discard | Op::WriteZeroes) {
+            return self.map_range(bio);
+        }
         let (i, sector) = self.locate(bio.sector);
         Mapped::Remap(bio, &*self.stripes[i].dev, sector)
+    }
+
+    fn split_discards(&self) -> bool {
+        false
     }
 
     fn end_io(&self, bio: Bio, _dest: usize, result: Result<(), Errno>) -> EndIo {

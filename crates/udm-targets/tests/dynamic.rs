@@ -436,3 +436,52 @@ fn dust_fails_reads_of_bad_blocks_only_when_enabled_and_writes_clear_them() {
         "a write clears a bad block only while enabled"
     );
 }
+
+// ----------------------------------------------------------------------------- striped
+
+#[test]
+fn striped_discards_and_zeroes_once_per_stripe_exactly_where_the_chunks_are() {
+    use udm_core::testdev::{FaultDev, RamDev};
+    let e = Engine::new(udm_targets::registry(), EngineConfig::default());
+    let rams: Vec<_> = (0..4).map(|i| RamDev::new(4096, 40 + i)).collect();
+    let devs: Vec<_> = rams.iter().map(|r| FaultDev::new(r.clone())).collect();
+    for (i, d) in devs.iter().enumerate() {
+        e.add_named_device(&format!("ram{i}"), d.clone());
+        d.poke(0, &vec![0xee; 4096 * 512]);
+    }
+    let r = DevRef::name("st");
+    e.create("st", None, None).unwrap();
+    e.load_text(&r, "0 16384 striped 4 8 ram0 0 ram1 0 ram2 0 ram3 0", false)
+        .unwrap();
+    e.resume(&r, false).unwrap();
+    let dev = e.device(&r).unwrap();
+    let (start, len) = (13u64, 16000u64);
+    dev.discard(start, len).unwrap();
+    for d in &devs {
+        assert_eq!(
+            d.writes_done.load(Ordering::SeqCst),
+            1,
+            "one discard per stripe"
+        );
+    }
+    // Model: target sector o lives on stripe (o/8)%4 at ((o/8)/4)*8 + o%8.
+    let contents: Vec<_> = rams.iter().map(|r| r.contents()).collect();
+    for o in 0..16384u64 {
+        let (c, w) = (o / 8, o % 8);
+        let (s, at) = ((c % 4) as usize, ((c / 4) * 8 + w) as usize * 512);
+        let zero = o >= start && o < start + len;
+        let sector = &contents[s][at..at + 512];
+        assert!(
+            sector.iter().all(|&b| b == if zero { 0 } else { 0xee }),
+            "target sector {o} (stripe {s}) zeroed={zero}"
+        );
+    }
+    dev.write_zeroes(0, 16384, false, false).unwrap();
+    for d in &devs {
+        assert_eq!(
+            d.writes_done.load(Ordering::SeqCst),
+            2,
+            "one write-zeroes per stripe"
+        );
+    }
+}
