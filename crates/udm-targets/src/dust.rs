@@ -44,7 +44,10 @@ pub struct Dust {
 fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableError> {
     ctx.expect_args(args, 3)?;
     let mut rd = ArgReader::new(ctx, args);
-    let (dev, offset, _) = rd.next_device(ctx.len)?;
+    // Unlike delay and flakey, dust answers EINVAL for a device it cannot get.
+    let (dev, offset, _) = rd
+        .next_device(ctx.len)
+        .map_err(|e| e.errno(Errno::EINVAL))?;
     let blksz = rd.next_u64("block size")?;
     if blksz < 512 {
         return Err(rd.err_last("block size", "invalid block size parameter"));

@@ -144,10 +144,11 @@ fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableErr
                 _ => return Err(ctx.err(format!("unrecognised flakey feature '{name}'"))),
             }
         }
-        rd.finish()?;
+        // Like 6.12, words after the feature group are ignored.
     }
-    let corrupt_dir = f.corrupt.as_ref().map(|c| c.dir);
-    if (f.drop_writes || f.error_writes) && (corrupt_dir == Some(Dir::Write) || f.random_write > 0)
+    // 6.12 refuses only dropping or failing writes that are also to be corrupted
+    // by corrupt_bio_byte; newer kernels refuse more combinations.
+    if (f.drop_writes || f.error_writes) && f.corrupt.as_ref().is_some_and(|c| c.dir == Dir::Write)
     {
         let which = if f.drop_writes {
             "drop_writes"
@@ -155,13 +156,8 @@ fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableErr
             "error_writes"
         };
         return Err(ctx.err(format!(
-            "{which} is incompatible with random_write_corrupt or corrupt_bio_byte with the WRITE flag set"
+            "{which} is incompatible with corrupt_bio_byte with the WRITE flag set"
         )));
-    }
-    if f.error_reads && (corrupt_dir == Some(Dir::Read) || f.random_read > 0) {
-        return Err(ctx.err(
-            "error_reads is incompatible with random_read_corrupt or corrupt_bio_byte with the READ flag set",
-        ));
     }
     if f.corrupt.is_none()
         && !f.error_reads
