@@ -10,6 +10,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::bio::Bio;
 use crate::sector::SECTOR_SHIFT;
 use crate::Device;
 
@@ -76,6 +77,18 @@ pub trait BlockDev: Send + Sync {
     }
     fn read_only(&self) -> bool {
         false
+    }
+    /// Whether the device completes bios on its own time (another udm device, a
+    /// device that injects delays): the core then hands it bios with
+    /// [`BlockDev::submit`] instead of calling the methods above.
+    fn is_async(&self) -> bool {
+        false
+    }
+    /// Take `bio` (at device sector `sector`) and complete it when done. The
+    /// default carries it out at once with the methods above.
+    fn submit(&self, mut bio: Bio, sector: u64) {
+        let r = crate::io::execute(self, &mut bio, sector);
+        bio.complete(r);
     }
 }
 

@@ -1,89 +1,23 @@
 //! A mapped device: name, uuid, device number, the active and inactive table
 //! slots, the suspend gate, open count and event counter, and the I/O entry points.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::bio::{Bio, BioData, Op};
+use crate::bio::{Bio, InFlight, Op, WaitGuard, Waiter};
 use crate::blockdev::DevNumber;
 use crate::engine::EngineInner;
 use crate::error::{DmError, Errno};
+use crate::gate::Gate;
+use crate::io::dispatch;
 use crate::sector::{SECTOR_SHIFT, SECTOR_SIZE};
+use crate::services::pool;
 use crate::table::Table;
 use crate::target::ExtentKind;
-
-const BLOCKED: u64 = 1 << 63;
-
-/// Holds new I/O while a device is suspended and counts I/O in flight, without a
-/// lock on the fast path: one atomic add on entry and one subtract on exit.
-struct Gate {
-    state: AtomicU64,
-    mu: Mutex<()>,
-    cv: Condvar,
-}
-
-impl Gate {
-    fn new() -> Self {
-        Gate {
-            state: AtomicU64::new(0),
-            mu: Mutex::new(()),
-            cv: Condvar::new(),
-        }
-    }
-
-    #[inline]
-    fn enter(&self) {
-        loop {
-            let prev = self.state.fetch_add(1, Ordering::SeqCst);
-            if prev & BLOCKED == 0 {
-                return;
-            }
-            self.exit();
-            let mut g = self.mu.lock();
-            while self.state.load(Ordering::SeqCst) & BLOCKED != 0 {
-                self.cv.wait(&mut g);
-            }
-        }
-    }
-
-    #[inline]
-    fn exit(&self) {
-        let prev = self.state.fetch_sub(1, Ordering::SeqCst);
-        if prev & BLOCKED != 0 && prev & !BLOCKED == 1 {
-            let _g = self.mu.lock();
-            self.cv.notify_all();
-        }
-    }
-
-    fn block(&self) {
-        self.state.fetch_or(BLOCKED, Ordering::SeqCst);
-    }
-
-    fn drain(&self) {
-        let mut g = self.mu.lock();
-        while self.state.load(Ordering::SeqCst) & !BLOCKED != 0 {
-            self.cv.wait(&mut g);
-        }
-    }
-
-    fn unblock(&self) {
-        let _g = self.mu.lock();
-        self.state.fetch_and(!BLOCKED, Ordering::SeqCst);
-        self.cv.notify_all();
-    }
-}
-
-struct GateGuard<'a>(&'a Gate);
-
-impl Drop for GateGuard<'_> {
-    fn drop(&mut self) {
-        self.0.exit();
-    }
-}
 
 /// The `__dev_status` facts of a device, as DEV_STATUS reports them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,7 +49,9 @@ pub struct Device {
     pub(crate) number: DevNumber,
     pub(crate) name: RwLock<String>,
     pub(crate) uuid: RwLock<String>,
-    gate: Gate,
+    gate: Arc<Gate>,
+    /// This device, for work that outlives a call (requeue, pool jobs).
+    me: Weak<Device>,
     pub(crate) active: ArcSwapOption<Table>,
     pub(crate) inactive: Mutex<Option<Arc<Table>>>,
     suspended: AtomicBool,
@@ -146,13 +82,15 @@ impl Device {
         name: String,
         uuid: String,
         engine: Weak<EngineInner>,
+        me: Weak<Device>,
     ) -> Self {
         Device {
+            me,
             id,
             number,
             name: RwLock::new(name),
             uuid: RwLock::new(uuid),
-            gate: Gate::new(),
+            gate: Arc::new(Gate::new()),
             active: ArcSwapOption::empty(),
             inactive: Mutex::new(None),
             suspended: AtomicBool::new(false),
@@ -260,12 +198,43 @@ impl Device {
         Ok(*e)
     }
 
-    /// Mark the device gone and release I/O held by a suspend: it completes with
-    /// ESHUTDOWN instead of waiting for a resume that will never come.
+    /// Mark the device gone and fail the I/O held by a suspend with ESHUTDOWN
+    /// instead of leaving it waiting for a resume that will never come.
     pub(crate) fn kill(&self) {
         self.removed.store(true, Ordering::SeqCst);
-        self.gate.unblock();
+        for bio in self.gate.unblock() {
+            bio.complete(Err(Errno::ESHUTDOWN));
+        }
         self.wake_waiters();
+    }
+
+    /// A weak handle on this device, for work that outlives a call.
+    pub(crate) fn handle(&self) -> Weak<Device> {
+        self.me.clone()
+    }
+
+    /// Count `bio` (a piece being mapped) in flight until it ends.
+    #[inline]
+    pub(crate) fn account(&self, bio: &mut Bio) {
+        self.gate.enter_always();
+        bio.account(Arc::clone(&self.gate) as Arc<dyn InFlight>);
+    }
+
+    /// A bio its target pushed back (device-relative, no longer counted): held
+    /// across a noflush suspend, failed during a flushing one, otherwise
+    /// submitted again from the worker pool.
+    pub(crate) fn requeue(&self, bio: Bio) {
+        match self.gate.hold_requeued(bio) {
+            Ok(()) => {}
+            Err((bio, true)) => bio.complete(Err(Errno::EIO)),
+            Err((bio, false)) => {
+                let me = self.handle();
+                pool().spawn(move || match me.upgrade() {
+                    Some(d) => d.submit(bio),
+                    None => bio.complete(Err(Errno::ESHUTDOWN)),
+                });
+            }
+        }
     }
 
     pub(crate) fn wake_waiters(&self) {
@@ -273,8 +242,10 @@ impl Device {
         self.events_cv.notify_all();
     }
 
-    /// Suspend: run presuspend hooks, hold new I/O, wait for in-flight I/O unless
-    /// `noflush`, then run postsuspend hooks. Already suspended is a no-op.
+    /// Suspend, in the kernel's order: presuspend hooks, hold new I/O, wait for
+    /// the I/O in flight (always: with `noflush` too), postsuspend hooks. With
+    /// `noflush`, bios that targets requeue wait for resume instead of failing.
+    /// Already suspended is a no-op.
     pub(crate) fn suspend(&self, noflush: bool) {
         if self.is_suspended() {
             return;
@@ -285,10 +256,8 @@ impl Device {
                 tt.target.presuspend();
             }
         }
-        self.gate.block();
-        if !noflush {
-            self.gate.drain();
-        }
+        self.gate.block(noflush);
+        self.gate.drain();
         self.suspended.store(true, Ordering::SeqCst);
         if let Some(t) = &live {
             for tt in t.targets() {
@@ -297,8 +266,12 @@ impl Device {
         }
     }
 
-    /// Resume: swap in the inactive table if one is staged (suspending first), then
-    /// release held I/O. Returns whether a table was swapped in.
+    /// Resume. With a staged table: suspend if needed, run the new table's
+    /// preresume hooks while the old table still exists, swap, run the resume
+    /// hooks, drop the old table, then release held I/O (to the new table).
+    /// Without one: preresume and resume hooks of the live table, then release.
+    /// A failing preresume leaves the device suspended (and discards a staged
+    /// table). Returns whether a table was swapped in.
     pub(crate) fn resume(&self, noflush: bool) -> Result<bool, DmError> {
         // The staged table stays in its slot until it is live: the engine's cycle
         // check reads the staged slot, then the live one, and must find the table's
@@ -308,22 +281,27 @@ impl Device {
         let swapped = staged.is_some();
         if let Some(new) = staged {
             self.suspend(noflush);
-            // Even after a noflush suspend, I/O already running on the old table
-            // completes there before the new one is installed.
-            self.gate.drain();
+            for tt in new.targets() {
+                if let Err(e) = tt.target.preresume() {
+                    drop(self.inactive.lock().take());
+                    return Err(e);
+                }
+            }
             let old_size = self.size_sectors();
             if old_size != new.size() {
                 *self.geometry.lock() = None;
             }
-            let old = self.active.swap(Some(new));
+            let old = self.active.swap(Some(Arc::clone(&new)));
             let staged = self.inactive.lock().take();
             drop(staged);
+            for tt in new.targets() {
+                tt.target.resume();
+            }
             drop(old);
             if let Some(engine) = self.engine.upgrade() {
                 engine.bump_global_event();
             }
-        }
-        if self.is_suspended() {
+        } else if self.is_suspended() {
             let live = self.active.load_full();
             let Some(t) = live.filter(|t| t.size() > 0) else {
                 return Err(DmError::new(
@@ -337,81 +315,81 @@ impl Device {
             for tt in t.targets() {
                 tt.target.resume();
             }
+        }
+        if self.is_suspended() {
             self.suspended.store(false, Ordering::SeqCst);
-            self.gate.unblock();
+            for bio in self.gate.unblock() {
+                self.submit(bio);
+            }
         }
         Ok(swapped)
     }
 
-    /// Submit one bio (device-relative sectors). Blocks while the device is suspended.
+    /// Submit a bio (device-relative sectors); it is completed from whichever
+    /// thread finishes it. While the device is suspended it is held, holding no
+    /// thread.
     #[inline]
-    pub fn submit(&self, bio: Bio<'_>) -> Result<(), Errno> {
+    pub fn submit(&self, bio: Bio) {
         if self.removed.load(Ordering::Relaxed) {
-            return Err(Errno::ESHUTDOWN);
+            return bio.complete(Err(Errno::ESHUTDOWN));
         }
-        self.gate.enter();
-        let _g = GateGuard(&self.gate);
-        // Held while suspended and released by a removal: the device is gone.
+        let Some(bio) = self.gate.enter(bio) else {
+            return;
+        };
         if self.removed.load(Ordering::Relaxed) {
-            return Err(Errno::ESHUTDOWN);
+            bio.complete(Err(Errno::ESHUTDOWN));
+        } else {
+            let table = self.active.load();
+            match &*table {
+                Some(t) => dispatch(t, self, bio),
+                None => bio.complete(Err(Errno::EIO)),
+            }
         }
-        let table = self.active.load();
-        match &*table {
-            Some(t) => t.submit(bio),
-            None => Err(Errno::EIO),
-        }
+        self.gate.exit();
+    }
+
+    /// Submit a bio over the caller's buffer and wait for it.
+    fn submit_wait(
+        &self,
+        op: Op,
+        sector: u64,
+        len: u64,
+        buf: Option<(*mut u8, usize, bool)>,
+        setup: impl FnOnce(&mut Bio),
+    ) -> Result<(), Errno> {
+        let w = Waiter::new();
+        let guard = WaitGuard(&w);
+        let (ptr, bytes, writable) = buf.unwrap_or((std::ptr::null_mut(), 0, false));
+        // SAFETY: `guard` waits for the bio's end before `w` and the caller's
+        // buffer (borrowed for this call) go away, even on unwind.
+        let mut bio = unsafe { Bio::borrowed(op, sector, len, ptr, bytes, writable, &w) };
+        setup(&mut bio);
+        self.submit(bio);
+        let r = w.wait();
+        drop(guard);
+        r
     }
 
     /// Read whole sectors starting at `sector`.
     pub fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let len = sectors_of(buf.len())?;
-        self.submit(Bio {
-            op: Op::Read,
-            sector,
-            len,
-            data: BioData::Read(buf),
-            fua: false,
-            may_unmap: false,
-            fast_only: false,
-        })
+        let b = Some((buf.as_mut_ptr(), buf.len(), true));
+        self.submit_wait(Op::Read, sector, len, b, |_| {})
     }
 
     /// Write whole sectors starting at `sector`.
     pub fn write(&self, sector: u64, buf: &[u8], fua: bool) -> Result<(), Errno> {
         let len = sectors_of(buf.len())?;
-        self.submit(Bio {
-            op: Op::Write,
-            sector,
-            len,
-            data: BioData::Write(buf),
-            fua,
-            may_unmap: false,
-            fast_only: false,
-        })
+        let b = Some((buf.as_ptr() as *mut u8, buf.len(), false));
+        self.submit_wait(Op::Write, sector, len, b, |bio| bio.fua = fua)
     }
 
     pub fn flush(&self) -> Result<(), Errno> {
-        self.submit(Bio {
-            op: Op::Flush,
-            sector: 0,
-            len: 0,
-            data: BioData::None,
-            fua: false,
-            may_unmap: false,
-            fast_only: false,
-        })
+        self.submit_wait(Op::Flush, 0, 0, None, |_| {})
     }
 
     pub fn discard(&self, sector: u64, len: u64) -> Result<(), Errno> {
-        self.submit(Bio {
-            op: Op::Discard,
-            sector,
-            len,
-            data: BioData::None,
-            fua: false,
-            may_unmap: true,
-            fast_only: false,
-        })
+        self.submit_wait(Op::Discard, sector, len, None, |bio| bio.may_unmap = true)
     }
 
     pub fn write_zeroes(
@@ -445,14 +423,10 @@ impl Device {
         fua: bool,
         fast_only: bool,
     ) -> Result<(), Errno> {
-        self.submit(Bio {
-            op: Op::WriteZeroes,
-            sector,
-            len,
-            data: BioData::None,
-            fua,
-            may_unmap,
-            fast_only,
+        self.submit_wait(Op::WriteZeroes, sector, len, None, |bio| {
+            bio.fua = fua;
+            bio.may_unmap = may_unmap;
+            bio.fast_only = fast_only;
         })
     }
 
@@ -516,8 +490,11 @@ impl Device {
         if self.removed.load(Ordering::Relaxed) {
             return Err(Errno::ESHUTDOWN);
         }
-        self.gate.enter();
-        let _g = GateGuard(&self.gate);
+        // Not a bio: it holds this thread until resume, as before.
+        self.gate.wait_open(|| self.is_removed());
+        if self.is_removed() {
+            return Err(Errno::ESHUTDOWN);
+        }
         let table = self.active.load();
         let mut out = Vec::new();
         match &*table {
@@ -525,6 +502,11 @@ impl Device {
             None => return Err(Errno::EIO),
         }
         Ok(out)
+    }
+
+    /// The live table.
+    pub fn live_table(&self) -> Option<Arc<Table>> {
+        self.active.load_full()
     }
 
     /// Open the device (counted in `open_count`, like a block device open).

@@ -12,10 +12,12 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use crate::args::{parse_u32, parse_u64, split_args};
+use crate::bio::Bio;
 use crate::blockdev::{BlockDev, DevNumber, FileDev};
 use crate::device::{Device, DeviceInfo, Geometry, OpenHandle};
 use crate::error::{DmError, Errno, Result};
 use crate::registry::Registry;
+use crate::services::Services;
 use crate::table::{Table, TargetSpec};
 use crate::target::{DevResolver, StatusType};
 
@@ -165,6 +167,11 @@ fn check_uuid(uuid: &str) -> Result<()> {
 }
 
 impl EngineInner {
+    /// A device by name, for targets that look for another device.
+    pub(crate) fn find_by_name(&self, name: &str) -> Option<Arc<Device>> {
+        self.ns.lock().by_name.get(name).cloned()
+    }
+
     pub(crate) fn bump_global_event(&self) {
         let mut g = self.global_event.lock();
         *g += 1;
@@ -450,6 +457,13 @@ impl BlockDev for UdmDev {
     fn read_only(&self) -> bool {
         self.handle.device().read_only()
     }
+    fn is_async(&self) -> bool {
+        true
+    }
+    fn submit(&self, mut bio: Bio, sector: u64) {
+        bio.sector = sector;
+        self.handle.device().submit(bio);
+    }
 }
 
 fn errno_io(e: Errno) -> std::io::Error {
@@ -636,13 +650,16 @@ impl Engine {
                     .ok_or_else(|| dev_err(Errno::ENXIO, "no free minor"))?,
             };
             let number = DevNumber::new(self.inner.config.major, minor);
-            let dev = Arc::new(Device::new(
-                minor as u64,
-                number,
-                name.to_string(),
-                uuid.to_string(),
-                Arc::downgrade(&self.inner),
-            ));
+            let dev = Arc::new_cyclic(|me| {
+                Device::new(
+                    minor as u64,
+                    number,
+                    name.to_string(),
+                    uuid.to_string(),
+                    Arc::downgrade(&self.inner),
+                    me.clone(),
+                )
+            });
             ns.by_name.insert(name.to_string(), dev.clone());
             ns.by_minor.insert(minor, dev.clone());
             dev
@@ -824,10 +841,12 @@ impl Engine {
         let dev = self.device(r)?;
         let _ctl = dev.ctl.lock();
         let resolver = Resolver::new(self, &dev);
+        let services = Services::new(Arc::downgrade(&dev), Arc::downgrade(&self.inner));
         let table = Arc::new(Table::build(
             specs,
             &self.inner.registry,
             &resolver,
+            &services,
             read_only,
         )?);
         let old = {

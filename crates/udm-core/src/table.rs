@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use crate::args::{parse_u64, split_args};
-use crate::bio::{Bio, BioData, Op};
 use crate::blockdev::BlockDev;
 use crate::error::{Errno, TableError};
 use crate::index::Index;
 use crate::registry::Registry;
 use crate::sector::SECTOR_SHIFT;
-use crate::target::{DevResolver, ExtentKind, Mapped, StatusType, Target, TargetCtx};
+use crate::services::Services;
+use crate::target::{DevResolver, ExtentKind, IoHints, StatusType, Target, TargetCtx};
 
 /// Most targets a table may have (the kernel's DM_MAX_TARGETS).
 pub const MAX_TARGETS: usize = 1 << 20;
@@ -107,6 +107,7 @@ impl Table {
         specs: &[TargetSpec],
         registry: &Registry,
         resolver: &dyn DevResolver,
+        services: &Services,
         read_only: bool,
     ) -> Result<Table, TableError> {
         if specs.is_empty() {
@@ -150,6 +151,7 @@ impl Table {
                 len: spec.len,
                 read_only,
                 resolver,
+                services,
             };
             let args = split_args(&spec.params);
             let target = (tt.ctr)(&ctx, &args)?;
@@ -214,75 +216,16 @@ impl Table {
             .collect()
     }
 
-    /// Serve one bio (device-relative sectors), splitting it at target boundaries
-    /// and at each target's `max_io_len`.
-    pub fn submit(&self, bio: Bio<'_>) -> Result<(), Errno> {
-        if bio.is_write() && self.read_only {
-            return Err(Errno::EROFS);
-        }
-        if bio.op == Op::Flush {
-            return self.flush();
-        }
-        let end = bio.sector.checked_add(bio.len).ok_or(Errno::EINVAL)?;
-        if end > self.size {
-            return Err(Errno::EINVAL);
-        }
-        let Bio {
-            op,
-            mut sector,
-            len,
-            data,
-            fua,
-            may_unmap,
-            fast_only,
-        } = bio;
-        let mut remaining = len;
-        let mut data = data;
-        while remaining > 0 {
-            let i = self.lookup(sector).ok_or(Errno::EINVAL)?;
-            let t = &self.targets[i];
-            let off = sector - t.start;
-            let n = remaining
-                .min(t.start + t.len - sector)
-                .min(t.target.max_io_len(off).max(1));
-            let nbytes = (n << SECTOR_SHIFT) as usize;
-            let (piece, rest) = split_data(data, nbytes)?;
-            data = rest;
-            let mut sub = Bio {
-                op,
-                sector: off,
-                len: n,
-                data: piece,
-                fua,
-                may_unmap,
-                fast_only,
-            };
-            match t.target.map(&mut sub)? {
-                Mapped::Done => {}
-                Mapped::Remap { dev, sector } => {
-                    if let Err(e) = execute(dev, sub, sector) {
-                        t.target.end_io(off, e);
-                        return Err(e);
-                    }
-                }
-            }
-            sector += n;
-            remaining -= n;
-        }
-        Ok(())
-    }
-
-    /// An empty flush: targets with their own flush run it, then every device is flushed once.
-    pub fn flush(&self) -> Result<(), Errno> {
+    /// The hints of every target, combined (the largest of each).
+    pub fn io_hints(&self) -> IoHints {
+        let mut all = IoHints::default();
         for t in &self.targets {
-            if let Some(r) = t.target.flush() {
-                r?;
-            }
+            let mut h = IoHints::default();
+            t.target.io_hints(&mut h);
+            all.io_min = all.io_min.max(h.io_min);
+            all.io_opt = all.io_opt.max(h.io_opt);
         }
-        for d in &self.devices {
-            d.flush().map_err(Errno::from)?;
-        }
-        Ok(())
+        all
     }
 
     /// Extents of `[sector, sector+len)`: (kind, sectors) runs, merged.
@@ -301,46 +244,6 @@ impl Table {
             sector += got;
         }
     }
-}
-
-fn split_data(data: BioData<'_>, n: usize) -> Result<(BioData<'_>, BioData<'_>), Errno> {
-    Ok(match data {
-        BioData::None => (BioData::None, BioData::None),
-        BioData::Read(b) => {
-            if b.len() < n {
-                return Err(Errno::EINVAL);
-            }
-            let (h, t) = b.split_at_mut(n);
-            (BioData::Read(h), BioData::Read(t))
-        }
-        BioData::Write(b) => {
-            if b.len() < n {
-                return Err(Errno::EINVAL);
-            }
-            let (h, t) = b.split_at(n);
-            (BioData::Write(h), BioData::Write(t))
-        }
-    })
-}
-
-/// Carry out a remapped bio on an underlying device.
-pub fn execute(dev: &dyn BlockDev, bio: Bio<'_>, sector: u64) -> Result<(), Errno> {
-    let off = sector << SECTOR_SHIFT;
-    let r = match (bio.op, bio.data) {
-        (Op::Read, BioData::Read(buf)) => dev.read_at(buf, off),
-        (Op::Write, BioData::Write(buf)) => dev.write_at(buf, off, bio.fua),
-        (Op::Flush, _) => dev.flush(),
-        (Op::Discard, _) => dev.discard(off, bio.len << SECTOR_SHIFT),
-        (Op::WriteZeroes, _) => {
-            dev.write_zeroes(off, bio.len << SECTOR_SHIFT, bio.may_unmap, bio.fast_only)
-        }
-        _ => return Err(Errno::EINVAL),
-    };
-    r.map_err(Errno::from)?;
-    if bio.fua && matches!(bio.op, Op::Discard | Op::WriteZeroes) {
-        dev.flush().map_err(Errno::from)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -396,10 +299,14 @@ mod prop {
         }
     }
 
+    use crate::bio::Bio;
+    use crate::target::Mapped;
+
     struct Nop;
     impl Target for Nop {
-        fn map<'s>(&'s self, _bio: &mut Bio<'_>) -> Result<Mapped<'s>, Errno> {
-            Ok(Mapped::Done)
+        fn map<'s>(&'s self, bio: Bio) -> Mapped<'s> {
+            bio.complete(Ok(()));
+            Mapped::Submitted
         }
         fn status(&self, _k: StatusType, _o: &mut String) {}
     }
@@ -447,14 +354,14 @@ mod prop {
         #[test]
         fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
             if let Ok(specs) = TargetSpec::parse_text(&text) {
-                let _ = Table::build(&specs, &registry(), &NoDevices, false);
+                let _ = Table::build(&specs, &registry(), &NoDevices, &Services::detached(), false);
             }
         }
 
         #[test]
         fn arbitrary_specs_never_panic(specs in proptest::collection::vec((any::<u64>(), any::<u64>(), prop_oneof!["nop", "zero", "[a-z]{0,3}"], "\\PC{0,40}"), 0..8)) {
             let specs: Vec<TargetSpec> = specs.into_iter().enumerate().map(|(i, (start, len, ty, params))| TargetSpec { start, len, target_type: ty, params, line: i as u32 + 1 }).collect();
-            match Table::build(&specs, &registry(), &NoDevices, false) {
+            match Table::build(&specs, &registry(), &NoDevices, &Services::detached(), false) {
                 Ok(t) => prop_assert!(t.size() > 0),
                 Err(e) => prop_assert!(e.line as usize <= specs.len()),
             }

@@ -7,6 +7,7 @@ use crate::args::parse_u64;
 use crate::bio::Bio;
 use crate::blockdev::BlockDev;
 use crate::error::{DmError, Errno, TableError};
+use crate::services::Services;
 
 /// Which status line is asked for (dmsetup `status`, `table` or `measure`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,12 +30,35 @@ pub fn ima_name_version(out: &mut String, name: &str, version: [u32; 3]) {
     );
 }
 
-/// Where a bio went.
+/// What `map` did with a bio (the kernel's `DM_MAPIO_*`).
 pub enum Mapped<'a> {
-    /// Issue the bio, unchanged in size, to `dev` at `sector`.
-    Remap { dev: &'a dyn BlockDev, sector: u64 },
-    /// The target completed the bio itself.
-    Done,
+    /// Issue the bio, unchanged in size, to `dev` at `sector`; its end goes
+    /// through [`Target::end_io`] with destination 0.
+    Remap(Bio, &'a dyn BlockDev, u64),
+    /// Issue the bio to every `(dev, sector)` at once (a mirror write): it ends when
+    /// all did, each through `end_io` with its index. Reads cannot be cloned.
+    Clone(Bio, Vec<(&'a dyn BlockDev, u64)>),
+    /// The target took the bio and will complete it (at once, or later, from any
+    /// thread).
+    Submitted,
+    /// Hold the bio in the core: across a noflush suspend it waits for resume and
+    /// goes to the new table; during a flushing suspend it fails with EIO;
+    /// otherwise it is submitted again.
+    Requeue(Bio),
+    /// Fail the bio with this error.
+    Kill(Bio, Errno),
+}
+
+/// What `end_io` decided (the kernel's `DM_ENDIO_*`).
+pub enum EndIo {
+    /// Complete the bio with this result.
+    Done(Bio, Result<(), Errno>),
+    /// Map it again (the target chose another path, e.g. the other mirror leg).
+    Retry(Bio),
+    /// Hold it in the core, as [`Mapped::Requeue`].
+    Requeue(Bio),
+    /// The target kept the bio and will complete it.
+    Incomplete,
 }
 
 /// What a range of a target reads as, for NBD block status and SEEK_HOLE.
@@ -55,17 +79,15 @@ pub trait Target: Send + Sync {
         u64::MAX
     }
 
-    /// Decide where `bio` goes. `bio.sector` is relative to the start of the target.
-    fn map<'s>(&'s self, bio: &mut Bio<'_>) -> Result<Mapped<'s>, Errno>;
+    /// Decide where `bio` goes. `bio.sector` is relative to the start of the
+    /// target. An empty flush (`Op::Flush`, `len` 0) reaches every target once.
+    fn map<'s>(&'s self, bio: Bio) -> Mapped<'s>;
 
-    /// A remapped bio failed on the underlying device (offset relative to the target).
-    fn end_io(&self, offset: u64, err: Errno) {
-        let _ = (offset, err);
-    }
-
-    /// An empty flush. `None` means: flush the devices this target uses.
-    fn flush(&self) -> Option<Result<(), Errno>> {
-        None
+    /// A remapped bio (or clone number `dest` of [`Mapped::Clone`]) ended on its
+    /// device with `result`; `bio.sector` is target-relative again.
+    fn end_io(&self, bio: Bio, dest: usize, result: Result<(), Errno>) -> EndIo {
+        let _ = dest;
+        EndIo::Done(bio, result)
     }
 
     /// Append the INFO, TABLE or IMA text (what follows `<start> <len> <type> `).
@@ -94,12 +116,31 @@ pub trait Target: Send + Sync {
         (ExtentKind::Data, len)
     }
 
+    /// Before new I/O is held (delay releases what it holds here).
     fn presuspend(&self) {}
+    /// After I/O in flight has drained.
     fn postsuspend(&self) {}
+    /// On resume, before the table goes live (when it is a new table, the old
+    /// one still exists). An error leaves the device suspended.
     fn preresume(&self) -> Result<(), DmError> {
         Ok(())
     }
+    /// On resume, after the table went live, before held I/O is released.
     fn resume(&self) {}
+
+    /// Limits and hints for the I/O the target wants (stripe geometry).
+    fn io_hints(&self, hints: &mut IoHints) {
+        let _ = hints;
+    }
+}
+
+/// I/O size hints a table gives its users (the kernel's `io_min`/`io_opt`), in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoHints {
+    /// Smallest preferred I/O (0: none).
+    pub io_min: u32,
+    /// Optimal I/O size (0: none).
+    pub io_opt: u32,
 }
 
 /// Resolves a device argument of a table line into an open underlying device.
@@ -117,6 +158,8 @@ pub struct TargetCtx<'a> {
     pub len: u64,
     pub read_only: bool,
     pub resolver: &'a dyn DevResolver,
+    /// Events, timers, the worker pool, and the device this table is for.
+    pub services: &'a Services,
 }
 
 impl TargetCtx<'_> {

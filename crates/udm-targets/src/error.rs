@@ -5,7 +5,7 @@
 //! INFO, TABLE and IMA are empty (the kernel's error target has no status
 //! function, so `dmsetup measure` prints `<start> <len> error `).
 
-use udm_core::{Bio, Errno, Mapped, StatusType, TableError, Target, TargetCtx, TargetType};
+use udm_core::{Bio, Errno, Mapped, Op, StatusType, TableError, Target, TargetCtx, TargetType};
 
 pub const TYPE: TargetType = TargetType {
     name: "error",
@@ -20,8 +20,12 @@ fn ctr(_ctx: &TargetCtx<'_>, _args: &[String]) -> Result<Box<dyn Target>, TableE
 }
 
 impl Target for ErrorTarget {
-    fn map<'s>(&'s self, _bio: &mut Bio<'_>) -> Result<Mapped<'s>, Errno> {
-        Err(Errno::EIO)
+    fn map<'s>(&'s self, bio: Bio) -> Mapped<'s> {
+        if bio.op == Op::Flush {
+            bio.complete(Ok(()));
+            return Mapped::Submitted;
+        }
+        Mapped::Kill(bio, Errno::EIO)
     }
 
     fn status(&self, _kind: StatusType, _out: &mut String) {}

@@ -2,7 +2,10 @@
 
 use udm_core::Registry;
 
+pub mod delay;
+pub mod dust;
 pub mod error;
+pub mod flakey;
 pub mod linear;
 pub mod striped;
 pub mod zero;
@@ -15,5 +18,8 @@ pub fn registry() -> Registry {
     r.register(linear::TYPE);
     r.register(striped::TYPE);
     r.register(zero::TYPE);
+    r.register(delay::TYPE);
+    r.register(flakey::TYPE);
+    r.register(dust::TYPE);
     r
 }

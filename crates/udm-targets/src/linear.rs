@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use udm_core::{
-    ima_name_version, Bio, BlockDev, Errno, ExtentKind, Mapped, StatusType, TableError, Target,
-    TargetCtx, TargetType,
+    ima_name_version, Bio, BlockDev, ExtentKind, Mapped, StatusType, TableError, Target, TargetCtx,
+    TargetType,
 };
 
 pub const TYPE: TargetType = TargetType {
@@ -29,11 +29,9 @@ fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableErr
 
 impl Target for Linear {
     #[inline]
-    fn map<'s>(&'s self, bio: &mut Bio<'_>) -> Result<Mapped<'s>, Errno> {
-        Ok(Mapped::Remap {
-            dev: &*self.dev,
-            sector: self.offset + bio.sector,
-        })
+    fn map<'s>(&'s self, bio: Bio) -> Mapped<'s> {
+        let sector = self.offset + bio.sector;
+        Mapped::Remap(bio, &*self.dev, sector)
     }
 
     fn status(&self, kind: StatusType, out: &mut String) {

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use udm_core::{
-    ima_name_version, Bio, BlockDev, Errno, ExtentKind, Mapped, StatusType, TableError, Target,
-    TargetCtx, TargetType,
+    ima_name_version, Bio, BlockDev, EndIo, Errno, ExtentKind, IoHints, Mapped, Op, StatusType,
+    TableError, Target, TargetCtx, TargetType,
 };
 
 pub const TYPE: TargetType = TargetType {
@@ -109,19 +109,28 @@ impl Target for Striped {
     }
 
     #[inline]
-    fn map<'s>(&'s self, bio: &mut Bio<'_>) -> Result<Mapped<'s>, Errno> {
+    fn map<'s>(&'s self, bio: Bio) -> Mapped<'s> {
+        if bio.op == Op::Flush {
+            // Every stripe is flushed (the kernel's num_flush_bios = #stripes).
+            let dests = self.stripes.iter().map(|s| (&*s.dev, 0)).collect();
+            return Mapped::Clone(bio, dests);
+        }
         let (i, sector) = self.locate(bio.sector);
-        Ok(Mapped::Remap {
-            dev: &*self.stripes[i].dev,
-            sector,
-        })
+        Mapped::Remap(bio, &*self.stripes[i].dev, sector)
     }
 
-    fn end_io(&self, offset: u64, err: Errno) {
-        if err == Errno::EIO {
-            let (i, _) = self.locate(offset);
+    fn end_io(&self, bio: Bio, _dest: usize, result: Result<(), Errno>) -> EndIo {
+        if result == Err(Errno::EIO) && bio.op != Op::Flush {
+            let (i, _) = self.locate(bio.sector);
             self.stripes[i].failed.store(true, Ordering::Relaxed);
         }
+        EndIo::Done(bio, result)
+    }
+
+    fn io_hints(&self, hints: &mut IoHints) {
+        let chunk = u32::try_from(self.chunk << 9).unwrap_or(u32::MAX);
+        hints.io_min = chunk;
+        hints.io_opt = chunk.saturating_mul(self.stripes.len() as u32);
     }
 
     fn status(&self, kind: StatusType, out: &mut String) {

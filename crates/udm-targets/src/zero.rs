@@ -3,7 +3,7 @@
 //! INFO, TABLE and IMA are empty: the kernel's zero target has no status function.
 
 use udm_core::{
-    Bio, BioData, Errno, ExtentKind, Mapped, StatusType, TableError, Target, TargetCtx, TargetType,
+    Bio, ExtentKind, Mapped, Op, StatusType, TableError, Target, TargetCtx, TargetType,
 };
 
 pub const TYPE: TargetType = TargetType {
@@ -22,15 +22,14 @@ fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableErr
 }
 
 impl Target for Zero {
-    fn map<'s>(&'s self, bio: &mut Bio<'_>) -> Result<Mapped<'s>, Errno> {
-        if let BioData::Read(buf) = &mut bio.data {
-            buf.fill(0);
+    fn map<'s>(&'s self, mut bio: Bio) -> Mapped<'s> {
+        if bio.op == Op::Read {
+            if let Some(buf) = bio.data_mut() {
+                buf.fill(0);
+            }
         }
-        Ok(Mapped::Done)
-    }
-
-    fn flush(&self) -> Option<Result<(), Errno>> {
-        Some(Ok(()))
+        bio.complete(Ok(()));
+        Mapped::Submitted
     }
 
     fn status(&self, _kind: StatusType, _out: &mut String) {}
