@@ -93,7 +93,8 @@ stop_vm() {
 DUST_KO=
 dm_dust_ko() {
   if [ -n "${DM_DUST_KO:-}" ]; then
-    DUST_KO=$DM_DUST_KO; [ -f "$DUST_KO" ] || die "DM_DUST_KO=$DUST_KO does not exist"; return 0
+    [ -f "$DM_DUST_KO" ] || die "DM_DUST_KO=$DM_DUST_KO does not exist"
+    DUST_KO=$(readlink -f "$DM_DUST_KO"); return 0
   fi
   [ -x "$BUILD_DM_DUST" ] || die "build-dm-dust not found at $BUILD_DM_DUST (set BUILD_DM_DUST or DM_DUST_KO)"
   if [ ! -f "$KERNEL_VM_CACHE_DIR/ready" ]; then

@@ -327,13 +327,21 @@ scenario() {
   step flakey-tables
   dmq create fl4 --table "0 8192 flakey $DA 49152 1 0"
   dmq create fl0 --table "0 8192 flakey $DA 49152 4294967295 0 0"
-  dmq create flall --table "0 8192 flakey $DA 49152 0 1 7 ERROR_READS drop_writes corrupt_bio_byte 32 R 255 0"
+  # features print in a fixed order, in lower case
+  dmq create flall --table "0 8192 flakey $DA 49152 0 1 8 RANDOM_WRITE_CORRUPT 9 corrupt_bio_byte 32 W 255 0 Error_Reads"
+  dmq create flall2 --table "0 8192 flakey $DA 49152 0 1 6 corrupt_bio_byte 32 R 255 0 DROP_WRITES"
   dmq create flrnd --table "0 8192 flakey $DA 49152 3 5 4 random_write_corrupt 0 random_read_corrupt 1000000000"
   dmq create flrnd0 --table "0 8192 flakey $DA 49152 0 1 2 random_read_corrupt 0"
-  dmq create flextra --table "0 8192 flakey $DA 49152 0 1 1 error_writes junk"
   dmq create flcw --table "0 8192 flakey $DA 49152 0 1 8 error_reads corrupt_bio_byte 1 w 0 16 random_write_corrupt 7"
-  dmq create flrr --table "0 8192 flakey $DA 49152 0 1 6 error_reads corrupt_bio_byte 4294967295 r 1 0"
-  capture fl4 fl0 flall flrnd flrnd0 flextra flcw flrr
+  dmq create flbyte --table "0 8192 flakey $DA 49152 0 1 5 corrupt_bio_byte 4294967295 r 1 0"
+  # 6.12 ignores words after the feature group
+  dmq create flextra --table "0 8192 flakey $DA 49152 0 1 1 error_writes junk"
+  # 6.12 refuses only drop_writes/error_writes with corrupt_bio_byte ... w; these combinations load
+  dmq create flercr --table "0 8192 flakey $DA 49152 0 1 6 error_reads corrupt_bio_byte 1 r 1 0"
+  dmq create flerrr --table "0 8192 flakey $DA 49152 0 1 3 error_reads random_read_corrupt 5"
+  dmq create fldwrw --table "0 8192 flakey $DA 49152 0 1 3 drop_writes random_write_corrupt 5"
+  dmq create flewrw --table "0 8192 flakey $DA 49152 0 1 3 random_write_corrupt 5 error_writes"
+  capture fl4 fl0 flall flall2 flrnd flrnd0 flcw flbyte flextra flercr flerrr fldwrw flewrw
   dm create flbad1 --table "0 8192 flakey $DA 0 1"
   dm create flbad2 --table "0 8192 flakey $DA 0 0 0"
   dm create flbad3 --table "0 8192 flakey $DA 0 4294967295 1"
