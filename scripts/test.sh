@@ -80,6 +80,17 @@ passed=$((passed + t_pass)); failed=$((failed + t_fail))
 echo "cargo test: $t_pass passed, $t_fail failed"
 
 export KERNEL_VM_CACHE=${KERNEL_VM_CACHE:-$PWD/target/kernel-vm-cache}
+# differential.sh compiles dm-dust.ko for the guest kernel (build-dm-dust: apt-get download of
+# Debian's linux-source and headers, make, gcc), into the cache above; on a fresh machine it
+# first boots kernel-vm once, which fetches that cache. The headers' objtool needs libelf1.
+kvm_pkgs=()
+command -v make >/dev/null 2>&1 || kvm_pkgs+=(make)
+dpkg -s libelf1 >/dev/null 2>&1 || kvm_pkgs+=(libelf1)
+if [ ${#kvm_pkgs[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
+  note "installing ${kvm_pkgs[*]} (for build-dm-dust)"
+  DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${kvm_pkgs[@]}" >/dev/null
+fi
 for t in differential nbd-client; do
   note "kernel VM: $t"
   if UDM_NO_BUILD=1 bash "tests/kernel-vm/$t.sh"; then ok "kernel-vm $t"; else bad "kernel-vm $t"; fi

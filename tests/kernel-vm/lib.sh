@@ -10,6 +10,9 @@ if [ -z "${KERNEL_VM:-}" ]; then
   done
   KERNEL_VM=${KERNEL_VM:-$ROOT/../shared/tools/kernel-vm}
 fi
+# kernel-vm's cache (its default) and build-dm-dust, which sits beside kernel-vm.
+KERNEL_VM_CACHE_DIR=${KERNEL_VM_CACHE:-$HOME/.cache/kernel-vm}
+BUILD_DM_DUST=${BUILD_DM_DUST:-$(dirname "$KERNEL_VM")/build-dm-dust}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 UDMD=${UDMD:-$TARGET_DIR/release/udmd}
 UDMSETUP=${UDMSETUP:-$TARGET_DIR/release/udmsetup}
@@ -80,4 +83,35 @@ stop_vm() {
     wait "$VM_PID" 2>/dev/null || true
   fi
   VM_PID=
+}
+
+# dm_dust_ko: sets DUST_KO to a dm-dust.ko for kernel-vm's guest kernel (Debian's build lacks
+# dm-dust). DM_DUST_KO=path uses a given module. Otherwise it is built once per guest kernel by
+# build-dm-dust into the kernel-vm cache (KERNEL_VM_CACHE_DIR/dm-dust-<release>/) and reused.
+# build-dm-dust needs that cache, which kernel-vm fetches on its first run: on a fresh machine a
+# guest that does nothing is booted first.
+DUST_KO=
+dm_dust_ko() {
+  if [ -n "${DM_DUST_KO:-}" ]; then
+    [ -f "$DM_DUST_KO" ] || die "DM_DUST_KO=$DM_DUST_KO does not exist"
+    DUST_KO=$(readlink -f "$DM_DUST_KO"); return 0
+  fi
+  [ -x "$BUILD_DM_DUST" ] || die "build-dm-dust not found at $BUILD_DM_DUST (set BUILD_DM_DUST or DM_DUST_KO)"
+  if [ ! -f "$KERNEL_VM_CACHE_DIR/ready" ]; then
+    log "no kernel-vm cache in $KERNEL_VM_CACHE_DIR yet: a first kernel-vm run fetches it (~1 min)"
+    local t; t=$(mktemp /tmp/udm-kvm-warmup.XXXXXX)
+    echo true >"$t"
+    KERNEL_VM_CACHE=$KERNEL_VM_CACHE_DIR timeout "${KERNEL_VM_TIMEOUT:-900}" "$KERNEL_VM" "$t" \
+      </dev/null >"$t.log" 2>&1 || { tail -20 "$t.log" >&2; rm -f "$t" "$t.log"; die "kernel-vm's first run failed"; }
+    rm -f "$t" "$t.log"
+    [ -f "$KERNEL_VM_CACHE_DIR/ready" ] || die "kernel-vm left no cache in $KERNEL_VM_CACHE_DIR"
+  fi
+  local d; d=$KERNEL_VM_CACHE_DIR/dm-dust-$(cat "$KERNEL_VM_CACHE_DIR/ready")
+  DUST_KO=$d/dm-dust.ko
+  [ -f "$DUST_KO" ] && return 0
+  log "building dm-dust.ko for the guest kernel into $d (build-dm-dust, ~1 min)"
+  if ! KERNEL_VM_CACHE=$KERNEL_VM_CACHE_DIR "$BUILD_DM_DUST" "$d.tmp.$$" >"$d.log" 2>&1; then
+    cat "$d.log" >&2; rm -rf "$d.tmp.$$"; die "build-dm-dust failed"
+  fi
+  mkdir -p "$d" && mv "$d.tmp.$$/dm-dust.ko" "$DUST_KO" && rm -rf "$d.tmp.$$"
 }
