@@ -597,6 +597,23 @@ impl Engine {
         };
         if first.starts_with('@') {
             return match (first.as_str(), argv.len()) {
+                // udm's own: the live table's I/O hints, which a kernel's dm
+                // gives through the block device (BLKRAGET, queue limits).
+                ("@udm_io_hints", 1) => {
+                    let t = dev.active.load_full().ok_or_else(|| {
+                        dev_err(Errno::EINVAL, "no live table to send the message to")
+                    })?;
+                    let h = t.io_hints();
+                    Ok(MessageReply {
+                        info: dev.info(false),
+                        reply: Some(format!(
+                            "read_ahead {} io_min {} io_opt {}",
+                            t.read_ahead_sectors(),
+                            h.io_min,
+                            h.io_opt
+                        )),
+                    })
+                }
                 ("@cancel_deferred_remove", 1) => {
                     self.cancel_deferred_remove(&dev)?;
                     Ok(MessageReply {

@@ -17,6 +17,9 @@ pub const MAX_TARGETS: usize = 1 << 20;
 /// Largest device end in sectors (the kernel's `LLONG_MAX >> 9`).
 pub const MAX_SECTORS: u64 = (i64::MAX as u64) >> SECTOR_SHIFT;
 
+/// The kernel's default read-ahead of a dm device, in sectors (128 KiB).
+pub const DEFAULT_READ_AHEAD: u32 = 256;
+
 /// One unbound table line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetSpec {
@@ -216,16 +219,38 @@ impl Table {
             .collect()
     }
 
-    /// The hints of every target, combined (the largest of each).
+    /// The hints of every target combined as the kernel stacks queue limits:
+    /// the largest `io_min`, and the least common multiple of the `io_opt`s.
     pub fn io_hints(&self) -> IoHints {
+        fn gcd(a: u64, b: u64) -> u64 {
+            if b == 0 {
+                a
+            } else {
+                gcd(b, a % b)
+            }
+        }
         let mut all = IoHints::default();
+        let mut opt: u64 = 0;
         for t in &self.targets {
             let mut h = IoHints::default();
             t.target.io_hints(&mut h);
             all.io_min = all.io_min.max(h.io_min);
-            all.io_opt = all.io_opt.max(h.io_opt);
+            let o = u64::from(h.io_opt);
+            if o > 0 {
+                opt = if opt == 0 { o } else { opt / gcd(opt, o) * o };
+            }
         }
+        all.io_opt = u32::try_from(opt).unwrap_or(u32::MAX);
         all
+    }
+
+    /// Read-ahead in sectors, as the kernel sets a dm device's: twice the
+    /// optimal I/O size in whole pages, never below the 128 KiB default.
+    pub fn read_ahead_sectors(&self) -> u32 {
+        let pages = u64::from(self.io_hints().io_opt) * 2 / 4096;
+        u32::try_from(pages * 8)
+            .unwrap_or(u32::MAX)
+            .max(DEFAULT_READ_AHEAD)
     }
 
     /// Extents of `[sector, sector+len)`: (kind, sectors) runs, merged.

@@ -494,3 +494,33 @@ fn striped_discards_and_zeroes_once_per_stripe_exactly_where_the_chunks_are() {
         );
     }
 }
+
+#[test]
+fn read_ahead_and_hints_come_from_the_targets() {
+    let v = env();
+    let p = v.path();
+    let hints = |name: &str, table: &str| {
+        v.create(name, table);
+        v.message(name, "@udm_io_hints").unwrap().unwrap()
+    };
+    // Twice io_opt in pages, never below 256 sectors; io_opt combined by lcm.
+    assert_eq!(
+        hints("h1", &format!("0 2048 striped 2 128 {p} 0 {p} 0")),
+        "read_ahead 512 io_min 65536 io_opt 131072"
+    );
+    assert_eq!(
+        hints("h2", &format!("0 1536 striped 2 24 {p} 0 {p} 0")),
+        "read_ahead 256 io_min 12288 io_opt 24576"
+    );
+    assert_eq!(
+        hints("h3", &format!("0 2048 linear {p} 0")),
+        "read_ahead 256 io_min 0 io_opt 0"
+    );
+    assert_eq!(
+        hints(
+            "h4",
+            &format!("0 4096 striped 4 256 {p} 0 {p} 0 {p} 0 {p} 0\n4096 1536 striped 3 128 {p} 0 {p} 0 {p} 0")
+        ),
+        "read_ahead 6144 io_min 131072 io_opt 1572864"
+    );
+}

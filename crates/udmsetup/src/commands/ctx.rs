@@ -320,20 +320,21 @@ impl<'a> Ctx<'a> {
         Ok(name.to_string())
     }
 
-    /// Read-ahead of a device's live table, as the kernel derives it from the
-    /// table's I/O hints (the default when the table cannot be read).
+    /// Read-ahead of a device's live table. The table knows it (its targets'
+    /// I/O hints); udmd answers the core message `@udm_io_hints`. The default
+    /// when it cannot be asked.
     fn read_ahead(&mut self, info: &DeviceInfo) -> u32 {
-        let task = Task::new(Command::TableStatus, "table")
+        let task = Task::new(Command::TargetMsg, "message")
             .device(&DevRef::DevNo(info.major, info.minor))
-            .flag(udm_ioctl::flags::STATUS_TABLE, true);
-        match self.run_raw(&task) {
-            Ok(r) if r.ok() => {
-                let specs = udm_ioctl::decode_table_status(&r.payload, r.header.target_count)
-                    .unwrap_or_default();
-                crate::format::read_ahead_for(&specs)
-            }
-            _ => crate::format::READ_AHEAD,
-        }
+            .payload(udm_ioctl::encode_target_msg(0, "@udm_io_hints"));
+        let reply = match self.run_raw(&task) {
+            Ok(r) if r.ok() => r,
+            _ => return crate::format::READ_AHEAD,
+        };
+        udm_ioctl::decode_string(&reply.payload)
+            .ok()
+            .and_then(|s| crate::format::read_ahead_of_hints(&s))
+            .unwrap_or(crate::format::READ_AHEAD)
     }
 
     /// Show a device the way `-v` and `info` do: the long form, a report

@@ -88,35 +88,17 @@ pub struct DeviceInfo {
 /// the kernel's default for a dm device (128 KiB).
 pub const READ_AHEAD: u32 = 256;
 
-/// The kernel's read-ahead for a table, in sectors: twice the optimal I/O size
-/// (striped: chunk x stripes, combined by lcm across targets), in whole pages,
-/// and never below the 128 KiB default.
-pub fn read_ahead_for(table: &[udm_ioctl::TargetSpec]) -> u32 {
-    fn gcd(a: u64, b: u64) -> u64 {
-        if b == 0 {
-            a
-        } else {
-            gcd(b, a % b)
+/// The read-ahead in udmd's answer to `@udm_io_hints`
+/// (`read_ahead <sectors> io_min <bytes> io_opt <bytes>`).
+pub fn read_ahead_of_hints(reply: &str) -> Option<u32> {
+    let mut w = reply.split_whitespace();
+    while let Some(k) = w.next() {
+        let v = w.next()?;
+        if k == "read_ahead" {
+            return v.parse().ok();
         }
     }
-    let mut io_opt: u64 = 0;
-    for t in table.iter().filter(|t| t.target_type == "striped") {
-        let mut w = t.params.split_whitespace();
-        let n = w.next().and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-        let chunk = w.next().and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-        let opt = n.saturating_mul(chunk).saturating_mul(512);
-        if opt > 0 {
-            io_opt = if io_opt == 0 {
-                opt
-            } else {
-                io_opt / gcd(io_opt, opt) * opt
-            };
-        }
-    }
-    let pages = io_opt.saturating_mul(2) / 4096;
-    u32::try_from(pages.saturating_mul(8))
-        .unwrap_or(u32::MAX)
-        .max(READ_AHEAD)
+    None
 }
 
 impl DeviceInfo {

@@ -1,7 +1,7 @@
 //! Expected texts are dmsetup 1.02.185's output on Linux 6.12 (captured in
 //! a VM), or taken from dmsetup.c where noted.
 
-use super::read_ahead_for;
+use super::read_ahead_of_hints;
 use super::report::{Report, RowData};
 use super::tree::{render, DepGraph, DevFacts, TreeOptions};
 use super::*;
@@ -28,25 +28,13 @@ fn no_read_ahead_line_without_a_table() {
 }
 
 #[test]
-fn read_ahead_follows_striped_io_opt() {
-    let spec = |ty: &str, params: &str| udm_ioctl::TargetSpec {
-        sector_start: 0,
-        length: 8,
-        status: 0,
-        target_type: ty.into(),
-        params: params.into(),
-    };
-    // The kernel's values: 2 x 128-sector chunks -> 512; chunk 24 stays at 256.
+fn read_ahead_comes_from_udmds_hints() {
     assert_eq!(
-        read_ahead_for(&[spec("striped", "2 128 8:0 0 8:16 0")]),
-        512
+        read_ahead_of_hints("read_ahead 1024 io_min 65536 io_opt 262144"),
+        Some(1024)
     );
-    assert_eq!(read_ahead_for(&[spec("striped", "2 24 8:0 0 8:16 0")]), 256);
-    assert_eq!(read_ahead_for(&[spec("linear", "8:0 0")]), 256);
-    assert_eq!(
-        read_ahead_for(&[spec("striped", "4 256 a 0 b 0 c 0 d 0")]),
-        2048
-    );
+    assert_eq!(read_ahead_of_hints("io_min 1 io_opt 2"), None);
+    assert_eq!(read_ahead_of_hints("read_ahead x"), None);
 }
 
 #[test]
