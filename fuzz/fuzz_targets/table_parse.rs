@@ -63,7 +63,9 @@ fn libc_enoent() -> i32 {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let specs = match TargetSpec::parse_text(text) {
         Ok(s) => s,
         Err(e) => {
@@ -72,27 +74,38 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let registry = udm_targets::registry();
-    match Table::build(&specs, &registry, &Resolver(Arc::new(MemDisk)), false) {
+    let services = udm_core::Services::detached();
+    match Table::build(
+        &specs,
+        &registry,
+        &Resolver(Arc::new(MemDisk)),
+        &services,
+        false,
+    ) {
         Ok(table) => {
-            assert!(table.size() > 0);
-            let mut buf = vec![0u8; 4096];
-            for probe in [0, table.size() / 3, table.size().saturating_sub(8)] {
-                let n = (table.size() - probe).min(8);
-                let bytes = (n * 512) as usize;
-                let _ = table.submit(udm_core::Bio {
-                    op: udm_core::Op::Read,
-                    sector: probe,
-                    len: n,
-                    data: udm_core::BioData::Read(&mut buf[..bytes]),
-                    fua: false,
-                    may_unmap: false,
-                    fast_only: false,
-                });
-            }
+            let size = table.size().get();
+            assert!(size > 0);
             let _ = table.status_lines(udm_core::StatusType::Table);
             let _ = table.status_lines(udm_core::StatusType::Info);
             let _ = table.status_lines(udm_core::StatusType::Ima);
+            // Reads go in without waiting for them (a delay target may hold them
+            // for days); dropping the device drops the table, which sends on
+            // whatever a target still holds.
+            let dev = udm_core::Device::standalone("fuzz", table);
+            for probe in [0, size / 3, size.saturating_sub(8)] {
+                let n = (size - probe).min(8);
+                let buf = vec![0u8; (n * 512) as usize];
+                dev.submit(udm_core::Bio::with_buffer(
+                    udm_core::Op::Read,
+                    probe,
+                    buf,
+                    |_, _| {},
+                ));
+            }
+            drop(dev);
         }
-        Err(e) => assert!(e.line as usize <= specs.iter().map(|s| s.line as usize).max().unwrap_or(0)),
+        Err(e) => {
+            assert!(e.line as usize <= specs.iter().map(|s| s.line as usize).max().unwrap_or(0))
+        }
     }
 });

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::args::parse_u64;
 use crate::blockdev::BlockDev;
 use crate::error::TableError;
+use crate::sector::Sector;
 use crate::target::TargetCtx;
 
 pub struct ArgReader<'c, 'a> {
@@ -78,11 +79,11 @@ impl<'c, 'a> ArgReader<'c, 'a> {
     /// offset exist on it.
     pub fn next_device(
         &mut self,
-        len: u64,
-    ) -> Result<(Arc<dyn BlockDev>, u64, String), TableError> {
+        len: Sector,
+    ) -> Result<(Arc<dyn BlockDev>, Sector, String), TableError> {
         let dev_pos = self.pos;
         let spec = self.next_str("device")?;
-        let offset = self.next_u64("offset")?;
+        let offset = Sector(self.next_u64("offset")?);
         let dev = self.ctx.device(self.args, dev_pos, offset, len)?;
         Ok((dev, offset, spec.to_string()))
     }

@@ -17,7 +17,7 @@ use std::thread::{self, Thread};
 use parking_lot::Mutex;
 
 use crate::error::Errno;
-use crate::sector::SECTOR_SHIFT;
+use crate::sector::Sector;
 
 /// The operation of a [`Bio`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,9 +188,9 @@ impl Drop for WaitGuard<'_> {
 /// its `max_io_len` boundary.
 pub struct Bio {
     pub op: Op,
-    pub sector: u64,
-    /// Length in sectors (0 for an empty flush).
-    pub len: u64,
+    pub sector: Sector,
+    /// Length (zero for an empty flush).
+    pub len: Sector,
     /// Force unit access: the data must be durable when the bio completes.
     pub fua: bool,
     /// Write zeroes may deallocate (NBD's absence of NO_HOLE).
@@ -223,7 +223,7 @@ impl std::fmt::Debug for Bio {
 }
 
 impl Bio {
-    fn raw(op: Op, sector: u64, len: u64, ptr: *mut u8, bytes: usize, c: Completion) -> Bio {
+    fn raw(op: Op, sector: Sector, len: Sector, ptr: *mut u8, bytes: usize, c: Completion) -> Bio {
         Bio {
             op,
             sector,
@@ -242,33 +242,38 @@ impl Bio {
     /// A bio over an owned buffer (whole sectors; a partial last sector is not part
     /// of the I/O). `done` gets the result and the buffer back, from whichever
     /// thread completes the bio.
-    pub fn with_buffer<F>(op: Op, sector: u64, mut buf: Vec<u8>, done: F) -> Bio
+    pub fn with_buffer<F>(op: Op, sector: impl Into<Sector>, mut buf: Vec<u8>, done: F) -> Bio
     where
         F: FnOnce(Result<(), Errno>, Vec<u8>) + Send + 'static,
     {
-        let len = (buf.len() as u64) >> SECTOR_SHIFT;
+        let len = Sector::from_bytes(buf.len() as u64);
         let ptr = buf.as_mut_ptr();
         // The Vec moves into the callback; its heap memory does not move.
         let call: Box<dyn FnOnce(Result<(), Errno>) + Send> = Box::new(move |r| done(r, buf));
         Bio::raw(
             op,
-            sector,
+            sector.into(),
             len,
             ptr,
-            (len << SECTOR_SHIFT) as usize,
+            len.bytes() as usize,
             Completion::Call(call),
         )
     }
 
     /// A bio without data (flush, discard, write zeroes).
-    pub fn without_data<F>(op: Op, sector: u64, len: u64, done: F) -> Bio
+    pub fn without_data<F>(
+        op: Op,
+        sector: impl Into<Sector>,
+        len: impl Into<Sector>,
+        done: F,
+    ) -> Bio
     where
         F: FnOnce(Result<(), Errno>) + Send + 'static,
     {
         Bio::raw(
             op,
-            sector,
-            len,
+            sector.into(),
+            len.into(),
             std::ptr::null_mut(),
             0,
             Completion::Call(Box::new(done)),
@@ -283,8 +288,8 @@ impl Bio {
     /// `writable` is false for a caller's `&[u8]`: then nobody may write to it.
     pub(crate) unsafe fn borrowed(
         op: Op,
-        sector: u64,
-        len: u64,
+        sector: Sector,
+        len: Sector,
         ptr: *mut u8,
         bytes: usize,
         writable: bool,
@@ -301,7 +306,7 @@ impl Bio {
 
     /// Length in bytes.
     pub fn bytes(&self) -> u64 {
-        self.len << SECTOR_SHIFT
+        self.len.bytes()
     }
 
     /// The data: what a write carries, or what a read has read so far.
@@ -372,13 +377,13 @@ impl Bio {
 
     /// Split off and return the first `sectors` sectors; `self` keeps the rest.
     /// Both end into the original completion, which runs when every piece ended.
-    pub fn split_front(&mut self, sectors: u64) -> Bio {
+    pub fn split_front(&mut self, sectors: Sector) -> Bio {
         let sectors = sectors.min(self.len);
         let s = self.share();
         let (ptr, bytes) = if self.bytes == 0 {
             (std::ptr::null_mut(), 0)
         } else {
-            let b = ((sectors << SECTOR_SHIFT) as usize).min(self.bytes);
+            let b = (sectors.bytes() as usize).min(self.bytes);
             let front = self.ptr;
             // SAFETY: b <= self.bytes, so the new start stays inside the window.
             self.ptr = unsafe { self.ptr.add(b) };
@@ -480,11 +485,11 @@ mod tests {
         let mut bio = Bio::with_buffer(Op::Read, 10, vec![0u8; 4096], move |r, buf| {
             tx.send((r, buf)).unwrap();
         });
-        let mut a = bio.split_front(2);
-        let b = bio.split_front(3);
-        assert_eq!((a.sector, a.len, a.data().len()), (10, 2, 1024));
-        assert_eq!((b.sector, b.len, b.data().len()), (12, 3, 1536));
-        assert_eq!((bio.sector, bio.len, bio.data().len()), (15, 3, 1536));
+        let mut a = bio.split_front(Sector(2));
+        let b = bio.split_front(Sector(3));
+        assert_eq!((a.sector.0, a.len.0, a.data().len()), (10, 2, 1024));
+        assert_eq!((b.sector.0, b.len.0, b.data().len()), (12, 3, 1536));
+        assert_eq!((bio.sector.0, bio.len.0, bio.data().len()), (15, 3, 1536));
         a.data_mut().unwrap().fill(7);
         a.complete(Ok(()));
         b.complete(Err(Errno::EIO));
@@ -520,7 +525,17 @@ mod tests {
         let w = Waiter::new();
         let mut buf = vec![0u8; 512];
         // SAFETY: the guard below waits for the bio before buf and w go away.
-        let mut bio = unsafe { Bio::borrowed(Op::Read, 0, 1, buf.as_mut_ptr(), 512, true, &w) };
+        let mut bio = unsafe {
+            Bio::borrowed(
+                Op::Read,
+                Sector(0),
+                Sector(1),
+                buf.as_mut_ptr(),
+                512,
+                true,
+                &w,
+            )
+        };
         let guard = WaitGuard(&w);
         std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(20));

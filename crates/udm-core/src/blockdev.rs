@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::bio::Bio;
-use crate::sector::SECTOR_SHIFT;
+use crate::sector::{Sector, SECTOR_SHIFT};
 use crate::Device;
 
 /// A device number, as the kernel prints it (`major:minor`).
@@ -105,7 +105,7 @@ pub trait BlockDev: Send + Sync {
     }
     /// Take `bio` (at device sector `sector`) and complete it when done. The
     /// default carries it out at once with the methods above.
-    fn submit(&self, mut bio: Bio, sector: u64) {
+    fn submit(&self, mut bio: Bio, sector: Sector) {
         let r = crate::io::execute(self, &mut bio, sector);
         bio.complete(r);
     }

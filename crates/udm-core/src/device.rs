@@ -14,7 +14,7 @@ use crate::engine::EngineInner;
 use crate::error::{DmError, Errno};
 use crate::gate::Gate;
 use crate::io::dispatch;
-use crate::sector::{SECTOR_SHIFT, SECTOR_SIZE};
+use crate::sector::{Sector, SECTOR_SHIFT, SECTOR_SIZE};
 use crate::services::pool;
 use crate::table::Table;
 use crate::target::ExtentKind;
@@ -105,6 +105,23 @@ impl Device {
         }
     }
 
+    /// A device outside any engine, live with `table` at once: for embedders and
+    /// fuzzing, where no namespace or control interface is wanted.
+    pub fn standalone(name: &str, table: Table) -> Arc<Device> {
+        let dev = Arc::new_cyclic(|me| {
+            Device::new(
+                0,
+                DevNumber::new(0, 0),
+                name.to_string(),
+                String::new(),
+                Weak::new(),
+                me.clone(),
+            )
+        });
+        dev.active.store(Some(Arc::new(table)));
+        dev
+    }
+
     /// A stable identifier that survives renames (the minor number).
     pub fn id(&self) -> u64 {
         self.id
@@ -130,7 +147,7 @@ impl Device {
 
     /// Size of the live table in sectors (0 without one).
     pub fn size_sectors(&self) -> u64 {
-        self.active.load().as_ref().map_or(0, |t| t.size())
+        self.active.load().as_ref().map_or(0, |t| t.size().get())
     }
 
     /// Whether the live table is read-only.
@@ -288,7 +305,7 @@ impl Device {
                 }
             }
             let old_size = self.size_sectors();
-            if old_size != new.size() {
+            if old_size != new.size().get() {
                 *self.geometry.lock() = None;
             }
             let old = self.active.swap(Some(Arc::clone(&new)));
@@ -303,7 +320,7 @@ impl Device {
             }
         } else if self.is_suspended() {
             let live = self.active.load_full();
-            let Some(t) = live.filter(|t| t.size() > 0) else {
+            let Some(t) = live.filter(|t| !t.size().is_zero()) else {
                 return Err(DmError::new(
                     Errno::EINVAL,
                     "cannot resume a device without a table",
@@ -352,8 +369,8 @@ impl Device {
     fn submit_wait(
         &self,
         op: Op,
-        sector: u64,
-        len: u64,
+        sector: Sector,
+        len: Sector,
         buf: Option<(*mut u8, usize, bool)>,
         setup: impl FnOnce(&mut Bio),
     ) -> Result<(), Errno> {
@@ -371,35 +388,37 @@ impl Device {
     }
 
     /// Read whole sectors starting at `sector`.
-    pub fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), Errno> {
+    pub fn read(&self, sector: impl Into<Sector>, buf: &mut [u8]) -> Result<(), Errno> {
         let len = sectors_of(buf.len())?;
         let b = Some((buf.as_mut_ptr(), buf.len(), true));
-        self.submit_wait(Op::Read, sector, len, b, |_| {})
+        self.submit_wait(Op::Read, sector.into(), len, b, |_| {})
     }
 
     /// Write whole sectors starting at `sector`.
-    pub fn write(&self, sector: u64, buf: &[u8], fua: bool) -> Result<(), Errno> {
+    pub fn write(&self, sector: impl Into<Sector>, buf: &[u8], fua: bool) -> Result<(), Errno> {
         let len = sectors_of(buf.len())?;
         let b = Some((buf.as_ptr() as *mut u8, buf.len(), false));
-        self.submit_wait(Op::Write, sector, len, b, |bio| bio.fua = fua)
+        self.submit_wait(Op::Write, sector.into(), len, b, |bio| bio.fua = fua)
     }
 
     pub fn flush(&self) -> Result<(), Errno> {
-        self.submit_wait(Op::Flush, 0, 0, None, |_| {})
+        self.submit_wait(Op::Flush, Sector::ZERO, Sector::ZERO, None, |_| {})
     }
 
-    pub fn discard(&self, sector: u64, len: u64) -> Result<(), Errno> {
-        self.submit_wait(Op::Discard, sector, len, None, |bio| bio.may_unmap = true)
+    pub fn discard(&self, sector: impl Into<Sector>, len: impl Into<Sector>) -> Result<(), Errno> {
+        self.submit_wait(Op::Discard, sector.into(), len.into(), None, |bio| {
+            bio.may_unmap = true
+        })
     }
 
     pub fn write_zeroes(
         &self,
-        sector: u64,
-        len: u64,
+        sector: impl Into<Sector>,
+        len: impl Into<Sector>,
         may_unmap: bool,
         fua: bool,
     ) -> Result<(), Errno> {
-        self.zeroes(sector, len, may_unmap, fua, false)
+        self.zeroes(sector.into(), len.into(), may_unmap, fua, false)
     }
 
     /// Write zeroes only if every underlying device can zero without writing zeros
@@ -407,18 +426,18 @@ impl Device {
     /// zeroed in part before a later target refuses, as the NBD spec allows.
     pub fn write_zeroes_fast_only(
         &self,
-        sector: u64,
-        len: u64,
+        sector: impl Into<Sector>,
+        len: impl Into<Sector>,
         may_unmap: bool,
         fua: bool,
     ) -> Result<(), Errno> {
-        self.zeroes(sector, len, may_unmap, fua, true)
+        self.zeroes(sector.into(), len.into(), may_unmap, fua, true)
     }
 
     fn zeroes(
         &self,
-        sector: u64,
-        len: u64,
+        sector: Sector,
+        len: Sector,
         may_unmap: bool,
         fua: bool,
         fast_only: bool,
@@ -498,10 +517,10 @@ impl Device {
         let table = self.active.load();
         let mut out = Vec::new();
         match &*table {
-            Some(t) => t.extents(sector, len, &mut out),
+            Some(t) => t.extents(Sector(sector), Sector(len), &mut out),
             None => return Err(Errno::EIO),
         }
-        Ok(out)
+        Ok(out.into_iter().map(|(k, n)| (k, n.get())).collect())
     }
 
     /// The live table.
@@ -532,11 +551,11 @@ impl Device {
     }
 }
 
-fn sectors_of(len: usize) -> Result<u64, Errno> {
+fn sectors_of(len: usize) -> Result<Sector, Errno> {
     if len as u64 % SECTOR_SIZE != 0 {
         return Err(Errno::EINVAL);
     }
-    Ok(len as u64 >> SECTOR_SHIFT)
+    Ok(Sector::from_bytes(len as u64))
 }
 
 /// Bytes before the first sector boundary, whole sectors, bytes after the last.

@@ -17,6 +17,7 @@ use crate::error::{Errno, Result};
 use crate::namespace::{check_name, check_uuid, dev_err, no_device, Namespace};
 use crate::registry::Registry;
 use crate::resolver::{cycle_err, reaches, Resolver};
+use crate::sector::Sector;
 use crate::services::Services;
 use crate::table::{Table, TargetSpec};
 use crate::target::StatusType;
@@ -559,8 +560,8 @@ impl Engine {
                 t.status_lines(kind)
                     .into_iter()
                     .map(|(start, len, ty, text)| StatusLine {
-                        start,
-                        len,
+                        start: start.get(),
+                        len: len.get(),
                         target_type: ty.to_string(),
                         text,
                     })
@@ -633,7 +634,7 @@ impl Engine {
                 "no live table to send the message to",
             ));
         };
-        let Some(i) = table.lookup(sector) else {
+        let Some(i) = table.lookup(Sector(sector)) else {
             return Err(dev_err(
                 Errno::EINVAL,
                 format!("sector {sector} is beyond the end of the device"),

@@ -10,15 +10,15 @@ use crate::bio::{Bio, Op};
 use crate::blockdev::BlockDev;
 use crate::device::Device;
 use crate::error::Errno;
-use crate::sector::SECTOR_SHIFT;
+use crate::sector::Sector;
 use crate::services::pool;
 use crate::table::Table;
 use crate::target::{EndIo, Mapped};
 
 /// Carry out `bio` on a synchronous device at device sector `sector`; the bio is
 /// not completed (its caller decides, after `end_io`).
-pub fn execute<D: BlockDev + ?Sized>(dev: &D, bio: &mut Bio, sector: u64) -> Result<(), Errno> {
-    let off = sector << SECTOR_SHIFT;
+pub fn execute<D: BlockDev + ?Sized>(dev: &D, bio: &mut Bio, sector: Sector) -> Result<(), Errno> {
+    let off = sector.bytes();
     let bytes = bio.bytes();
     let r = match bio.op {
         Op::Read => match bio.data_mut() {
@@ -39,7 +39,7 @@ pub fn execute<D: BlockDev + ?Sized>(dev: &D, bio: &mut Bio, sector: u64) -> Res
 
 /// Send `bio` to `dev` at `sector` and complete it when the device is done: what
 /// a target that took a bio ([`Mapped::Submitted`]) uses to pass it on later.
-pub fn issue(dev: &dyn BlockDev, mut bio: Bio, sector: u64) {
+pub fn issue(dev: &dyn BlockDev, mut bio: Bio, sector: Sector) {
     if dev.is_async() {
         dev.submit(bio, sector);
     } else {
@@ -54,7 +54,7 @@ struct Pending {
     /// Which destination of the target's map (0, or the clone's index).
     dest: usize,
     dev: DevPtr,
-    sector: u64,
+    sector: Sector,
     bio: Bio,
 }
 
@@ -95,7 +95,7 @@ pub(crate) fn dispatch(table: &Arc<Table>, dev: &Device, mut bio: Bio) {
     if end.is_none_or(|e| e > table.size()) {
         return bio.complete(Err(Errno::EINVAL));
     }
-    if bio.len == 0 {
+    if bio.len.is_zero() {
         return bio.complete(Ok(()));
     }
     let mut batch: Vec<Pending> = Vec::new();
@@ -107,7 +107,7 @@ pub(crate) fn dispatch(table: &Arc<Table>, dev: &Device, mut bio: Bio) {
         let off = bio.sector - t.start;
         let mut n = bio.len.min(t.start + t.len - bio.sector);
         if matches!(bio.op, Op::Read | Op::Write) || t.target.split_discards() {
-            n = n.min(t.target.max_io_len(off).max(1));
+            n = n.min(t.target.max_io_len(off).max(Sector(1)));
         }
         if n == bio.len {
             bio.sector = off;
@@ -142,8 +142,8 @@ fn flush(table: &Arc<Table>, dev: &Device, mut bio: Bio) {
     pieces.push(bio);
     let mut batch: Vec<Pending> = Vec::new();
     for (i, mut piece) in pieces.into_iter().enumerate() {
-        piece.sector = 0;
-        piece.len = 0;
+        piece.sector = Sector::ZERO;
+        piece.len = Sector::ZERO;
         dev.account(&mut piece);
         map_piece(table, dev, i, piece, Some(&mut batch));
     }
@@ -299,7 +299,7 @@ fn run_vectored(run: &mut [Pending]) -> Result<(), Errno> {
     let first = &run[0];
     // SAFETY: the caller holds the table.
     let bdev = unsafe { first.dev.get() };
-    let off = first.sector << SECTOR_SHIFT;
+    let off = first.sector.bytes();
     let fua = first.bio.fua;
     let r = if first.bio.op == Op::Read {
         let mut bufs: Vec<IoSliceMut<'_>> = Vec::with_capacity(run.len());
@@ -325,7 +325,7 @@ fn issue_async(
     dest: usize,
     bdev: &dyn BlockDev,
     bio: Bio,
-    sector: u64,
+    sector: Sector,
 ) {
     let tbl = Arc::clone(table);
     let me = dev.handle();

@@ -17,6 +17,7 @@ use crate::device::{Device, OpenHandle};
 use crate::engine::Engine;
 use crate::error::{DmError, Errno, Result};
 use crate::namespace::dev_err;
+use crate::sector::Sector;
 use crate::target::DevResolver;
 
 /// Resolves device arguments for one TABLE_LOAD on device `for_dev`.
@@ -250,7 +251,7 @@ impl BlockDev for UdmDev {
     fn is_async(&self) -> bool {
         true
     }
-    fn submit(&self, mut bio: Bio, sector: u64) {
+    fn submit(&self, mut bio: Bio, sector: Sector) {
         bio.sector = sector;
         self.handle.device().submit(bio);
     }

@@ -8,7 +8,7 @@ use crate::blockdev::BlockDev;
 use crate::error::{Errno, TableError};
 use crate::index::Index;
 use crate::registry::Registry;
-use crate::sector::SECTOR_SHIFT;
+use crate::sector::{Sector, SECTOR_SHIFT};
 use crate::services::Services;
 use crate::target::{DevResolver, ExtentKind, IoHints, StatusType, Target, TargetCtx};
 
@@ -79,8 +79,8 @@ impl TargetSpec {
 
 /// A bound target inside a table.
 pub struct TableTarget {
-    pub start: u64,
-    pub len: u64,
+    pub start: Sector,
+    pub len: Sector,
     pub type_name: &'static str,
     pub target: Box<dyn Target>,
 }
@@ -89,7 +89,7 @@ pub struct TableTarget {
 pub struct Table {
     targets: Vec<TableTarget>,
     index: Index,
-    size: u64,
+    size: Sector,
     read_only: bool,
     /// Distinct underlying devices, most recently first-referenced first (kernel deps order).
     devices: Vec<Arc<dyn BlockDev>>,
@@ -150,8 +150,8 @@ impl Table {
             let ctx = TargetCtx {
                 line: spec.line,
                 type_name: tt.name,
-                start: spec.start,
-                len: spec.len,
+                start: Sector(spec.start),
+                len: Sector(spec.len),
                 read_only,
                 resolver,
                 services,
@@ -159,8 +159,8 @@ impl Table {
             let args = split_args(&spec.params);
             let target = (tt.ctr)(&ctx, &args)?;
             targets.push(TableTarget {
-                start: spec.start,
-                len: spec.len,
+                start: Sector(spec.start),
+                len: Sector(spec.len),
                 type_name: tt.name,
                 target,
             });
@@ -178,14 +178,14 @@ impl Table {
         Ok(Table {
             index: Index::new(&ends),
             targets,
-            size: next,
+            size: Sector(next),
             read_only,
             devices,
         })
     }
 
-    /// Device size in sectors.
-    pub fn size(&self) -> u64 {
+    /// Device size.
+    pub fn size(&self) -> Sector {
         self.size
     }
 
@@ -203,12 +203,12 @@ impl Table {
 
     /// Index of the target holding `sector`.
     #[inline]
-    pub fn lookup(&self, sector: u64) -> Option<usize> {
-        self.index.lookup(sector)
+    pub fn lookup(&self, sector: Sector) -> Option<usize> {
+        self.index.lookup(sector.0)
     }
 
     /// `<start> <len> <type> <text>` pieces for every target.
-    pub fn status_lines(&self, kind: StatusType) -> Vec<(u64, u64, &'static str, String)> {
+    pub fn status_lines(&self, kind: StatusType) -> Vec<(Sector, Sector, &'static str, String)> {
         self.targets
             .iter()
             .map(|t| {
@@ -254,14 +254,14 @@ impl Table {
     }
 
     /// Extents of `[sector, sector+len)`: (kind, sectors) runs, merged.
-    pub fn extents(&self, mut sector: u64, len: u64, out: &mut Vec<(ExtentKind, u64)>) {
+    pub fn extents(&self, mut sector: Sector, len: Sector, out: &mut Vec<(ExtentKind, Sector)>) {
         let end = sector.saturating_add(len).min(self.size);
         while sector < end {
             let Some(i) = self.lookup(sector) else { break };
             let t = &self.targets[i];
             let n = (end - sector).min(t.start + t.len - sector);
             let (kind, got) = t.target.extent(sector - t.start, n);
-            let got = got.clamp(1, n);
+            let got = got.clamp(Sector(1), n);
             match out.last_mut() {
                 Some((k, l)) if *k == kind => *l += got,
                 _ => out.push((kind, got)),
@@ -341,7 +341,7 @@ mod prop {
             return Err(ctx.err("too many"));
         }
         if let Some(a) = args.first() {
-            ctx.device(args, 0, 0, ctx.len)?;
+            ctx.device(args, 0, Sector::ZERO, ctx.len)?;
             let _ = a;
         }
         Ok(Box::new(Nop))
@@ -387,7 +387,7 @@ mod prop {
         fn arbitrary_specs_never_panic(specs in proptest::collection::vec((any::<u64>(), any::<u64>(), prop_oneof!["nop", "zero", "[a-z]{0,3}"], "\\PC{0,40}"), 0..8)) {
             let specs: Vec<TargetSpec> = specs.into_iter().enumerate().map(|(i, (start, len, ty, params))| TargetSpec { start, len, target_type: ty, params, line: i as u32 + 1 }).collect();
             match Table::build(&specs, &registry(), &NoDevices, &Services::detached(), false) {
-                Ok(t) => prop_assert!(t.size() > 0),
+                Ok(t) => prop_assert!(!t.size().is_zero()),
                 Err(e) => prop_assert!(e.line as usize <= specs.len()),
             }
         }

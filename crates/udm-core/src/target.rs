@@ -7,6 +7,7 @@ use crate::args::parse_u64;
 use crate::bio::Bio;
 use crate::blockdev::BlockDev;
 use crate::error::{DmError, Errno, TableError};
+use crate::sector::Sector;
 use crate::services::Services;
 
 /// Which status line is asked for (dmsetup `status`, `table` or `measure`).
@@ -34,10 +35,10 @@ pub fn ima_name_version(out: &mut String, name: &str, version: [u32; 3]) {
 pub enum Mapped<'a> {
     /// Issue the bio, unchanged in size, to `dev` at `sector`; its end goes
     /// through [`Target::end_io`] with destination 0.
-    Remap(Bio, &'a dyn BlockDev, u64),
+    Remap(Bio, &'a dyn BlockDev, Sector),
     /// Issue the bio to every `(dev, sector)` at once (a mirror write): it ends when
     /// all did, each through `end_io` with its index. Reads cannot be cloned.
-    Clone(Bio, Vec<(&'a dyn BlockDev, u64)>),
+    Clone(Bio, Vec<(&'a dyn BlockDev, Sector)>),
     /// The target took the bio and will complete it (at once, or later, from any
     /// thread).
     Submitted,
@@ -74,9 +75,9 @@ pub enum ExtentKind {
 pub trait Target: Send + Sync {
     /// Sectors from target offset `offset` to the next point where I/O must be split
     /// (a stripe chunk, a region). `u64::MAX` when the target never splits.
-    fn max_io_len(&self, offset: u64) -> u64 {
+    fn max_io_len(&self, offset: Sector) -> Sector {
         let _ = offset;
-        u64::MAX
+        Sector::MAX
     }
 
     /// Whether discards and write-zeroes are split at `max_io_len` too. A target
@@ -117,7 +118,7 @@ pub trait Target: Send + Sync {
 
     /// The kind of the range starting at `offset` (sectors) and how many sectors
     /// (at least 1, at most `len`) share it.
-    fn extent(&self, offset: u64, len: u64) -> (ExtentKind, u64) {
+    fn extent(&self, offset: Sector, len: Sector) -> (ExtentKind, Sector) {
         let _ = offset;
         (ExtentKind::Data, len)
     }
@@ -158,10 +159,10 @@ pub trait DevResolver {
 pub struct TargetCtx<'a> {
     pub line: u32,
     pub type_name: &'a str,
-    /// Start of the target in the device, sectors.
-    pub start: u64,
-    /// Length of the target, sectors.
-    pub len: u64,
+    /// Start of the target in the device.
+    pub start: Sector,
+    /// Length of the target.
+    pub len: Sector,
     pub read_only: bool,
     pub resolver: &'a dyn DevResolver,
     /// Events, timers, the worker pool, and the device this table is for.
@@ -191,15 +192,15 @@ impl TargetCtx<'_> {
         &self,
         args: &[String],
         idx: usize,
-        start: u64,
-        len: u64,
+        start: Sector,
+        len: Sector,
     ) -> Result<Arc<dyn BlockDev>, TableError> {
         let spec = args.get(idx).map(String::as_str).unwrap_or("");
         let dev = self.resolver.open(spec, self.read_only).map_err(|e| {
             self.arg_err(idx + 1, "device", format!("'{spec}': {e}"))
                 .errno(e.errno())
         })?;
-        let size = dev.size_sectors();
+        let size = Sector(dev.size_sectors());
         let end = start.checked_add(len);
         if end.is_none_or(|e| e > size) {
             return Err(self.arg_err(

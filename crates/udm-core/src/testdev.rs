@@ -13,7 +13,7 @@ use crate::bio::{Bio, Op};
 use crate::blockdev::{BlockDev, DevNumber};
 use crate::error::Errno;
 use crate::io::execute;
-use crate::sector::SECTOR_SHIFT;
+use crate::sector::{Sector, SECTOR_SHIFT};
 use crate::services::{pool, timers};
 
 /// A device in memory.
@@ -116,8 +116,8 @@ pub enum Fault {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FaultRule {
     pub dir: Dir,
-    pub start: u64,
-    pub len: u64,
+    pub start: Sector,
+    pub len: Sector,
     pub fault: Fault,
 }
 
@@ -130,7 +130,7 @@ pub struct FaultDev {
     pub writes_done: AtomicU64,
     /// Reads that reached `inner`.
     pub reads_done: AtomicU64,
-    parked: Mutex<Vec<(Bio, u64, Vec<Fault>)>>,
+    parked: Mutex<Vec<(Bio, Sector, Vec<Fault>)>>,
 }
 
 impl FaultDev {
@@ -172,8 +172,8 @@ impl FaultDev {
         self.rules.lock().clear();
     }
 
-    fn matching(&self, write: bool, sector: u64, len: u64) -> Vec<Fault> {
-        let end = sector + len.max(1);
+    fn matching(&self, write: bool, sector: Sector, len: Sector) -> Vec<Fault> {
+        let end = sector + len.max(Sector(1));
         self.rules
             .lock()
             .iter()
@@ -188,7 +188,7 @@ impl FaultDev {
     }
 
     /// Carry a bio out now, applying the fail and corrupt rules.
-    fn run(&self, bio: &mut Bio, sector: u64, faults: &[Fault]) -> Result<(), Errno> {
+    fn run(&self, bio: &mut Bio, sector: Sector, faults: &[Fault]) -> Result<(), Errno> {
         for f in faults {
             if let Fault::Fail(e) = f {
                 return Err(*e);
@@ -205,7 +205,7 @@ impl FaultDev {
                     *b ^= x;
                 }
                 self.inner
-                    .write_at(&copy, sector << SECTOR_SHIFT, bio.fua)
+                    .write_at(&copy, sector.bytes(), bio.fua)
                     .map_err(Errno::from)
             }
             _ => execute(&*self.inner, bio, sector),
@@ -258,7 +258,7 @@ impl BlockDev for FaultDev {
     fn is_async(&self) -> bool {
         true
     }
-    fn submit(&self, mut bio: Bio, sector: u64) {
+    fn submit(&self, mut bio: Bio, sector: Sector) {
         let faults = self.matching(bio.op.is_write(), sector, bio.len);
         let delay = faults.iter().find_map(|f| match f {
             Fault::Delay(d) => Some(*d),

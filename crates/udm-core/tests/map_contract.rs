@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use udm_core::testdev::{Dir, Fault, FaultDev, FaultRule, RamDev};
 use udm_core::{
-    Bio, BlockDev, DevRef, EndIo, Engine, EngineConfig, Errno, Mapped, Op, Registry, Services,
-    StatusType, TableError, Target, TargetCtx, TargetType,
+    Bio, BlockDev, DevRef, EndIo, Engine, EngineConfig, Errno, Mapped, Op, Registry, Sector,
+    Services, StatusType, TableError, Target, TargetCtx, TargetType,
 };
 
 /// Devices the test targets find by name (instead of opening paths).
@@ -236,12 +236,12 @@ impl Drop for Hooks {
 
 /// `rr <chunk> <dev>...`: round-robin striping over named test devices.
 struct Rr {
-    chunk: u64,
+    chunk: Sector,
     devs: Vec<Arc<dyn BlockDev>>,
 }
 
 fn rr_ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableError> {
-    let chunk = ctx.u64_arg(args, 0, "chunk")?;
+    let chunk = Sector(ctx.u64_arg(args, 0, "chunk")?);
     let devs = args[1..]
         .iter()
         .map(|a| get(ctx, a))
@@ -250,13 +250,13 @@ fn rr_ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, Table
 }
 
 impl Target for Rr {
-    fn max_io_len(&self, offset: u64) -> u64 {
+    fn max_io_len(&self, offset: Sector) -> Sector {
         self.chunk - offset % self.chunk
     }
     fn map<'s>(&'s self, bio: Bio) -> Mapped<'s> {
         let n = self.devs.len() as u64;
         let c = bio.sector / self.chunk;
-        let s = (c / n) * self.chunk + bio.sector % self.chunk;
+        let s = self.chunk * (c / n) + bio.sector % self.chunk;
         let d = &*self.devs[(c % n) as usize];
         Mapped::Remap(bio, d, s)
     }
@@ -321,8 +321,8 @@ fn writes_are_cloned_to_every_leg_and_failed_reads_retry_on_another() {
 
     fa.add(FaultRule {
         dir: Dir::Reads,
-        start: 0,
-        len: 64,
+        start: Sector(0),
+        len: Sector(64),
         fault: Fault::Fail(Errno::EIO),
     });
     let before = dev.event_nr();
@@ -342,8 +342,8 @@ fn a_requeued_bio_waits_across_a_noflush_suspend_and_goes_to_the_new_table() {
     let slow = FaultDev::new(a.clone());
     slow.add(FaultRule {
         dir: Dir::Writes,
-        start: 0,
-        len: 64,
+        start: Sector(0),
+        len: Sector(64),
         fault: Fault::Hold,
     });
     put("rq-a", slow.clone());
@@ -391,8 +391,8 @@ fn a_bio_requeued_during_a_flushing_suspend_fails() {
     let slow = FaultDev::new(a.clone());
     slow.add(FaultRule {
         dir: Dir::Writes,
-        start: 0,
-        len: 64,
+        start: Sector(0),
+        len: Sector(64),
         fault: Fault::Hold,
     });
     put("rqf-a", slow.clone());
@@ -438,8 +438,8 @@ fn the_pieces_of_a_split_bio_are_in_flight_together() {
             let f = FaultDev::new(RamDev::new(2048, 10 + i));
             f.add(FaultRule {
                 dir: Dir::Reads,
-                start: 0,
-                len: 2048,
+                start: Sector(0),
+                len: Sector(2048),
                 fault: Fault::Hold,
             });
             put(&format!("sp{i}"), f.clone());
@@ -520,8 +520,8 @@ fn a_noflush_suspend_waits_for_writes_in_flight() {
     let slow = FaultDev::new(a.clone());
     slow.add(FaultRule {
         dir: Dir::Writes,
-        start: 0,
-        len: 256,
+        start: Sector(0),
+        len: Sector(256),
         fault: Fault::Delay(Duration::from_millis(300)),
     });
     put("nf-a", slow.clone());

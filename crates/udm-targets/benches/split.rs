@@ -37,7 +37,10 @@ fn main() {
     let ops = if bench { env_or("SPLIT_OPS", 64) } else { 4 };
     let mib = env_or("SPLIT_FILE_MIB", 64);
     let dir = std::env::var("SPLIT_DIR").unwrap_or_else(|_| "/dev/shm".into());
-    let dir = match tempfile::Builder::new().prefix("udm-split").tempdir_in(&dir) {
+    let dir = match tempfile::Builder::new()
+        .prefix("udm-split")
+        .tempdir_in(&dir)
+    {
         Ok(d) => d,
         Err(e) => {
             eprintln!("split: cannot make a directory in {dir}: {e}");

@@ -13,7 +13,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use udm_core::{
-    issue, ArgReader, Bio, BlockDev, Mapped, Op, Services, StatusType, TableError, Target,
+    issue, ArgReader, Bio, BlockDev, Mapped, Op, Sector, Services, StatusType, TableError, Target,
     TargetCtx, TargetType,
 };
 
@@ -29,14 +29,14 @@ const FLUSH: usize = 2;
 
 struct Class {
     dev: Arc<dyn BlockDev>,
-    offset: u64,
+    offset: Sector,
     delay_ms: u32,
 }
 
 struct Held {
     bio: Bio,
     class: usize,
-    sector: u64,
+    sector: Sector,
     expires: Instant,
 }
 

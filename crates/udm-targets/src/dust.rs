@@ -16,8 +16,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tracing::info;
 use udm_core::{
-    args::parse_u64, ArgReader, Bio, BlockDev, DmError, Errno, Mapped, Op, StatusType, TableError,
-    Target, TargetCtx, TargetType,
+    args::parse_u64, ArgReader, Bio, BlockDev, DmError, Errno, Mapped, Op, Sector, StatusType,
+    TableError, Target, TargetCtx, TargetType,
 };
 
 pub const TYPE: TargetType = TargetType {
@@ -27,11 +27,11 @@ pub const TYPE: TargetType = TargetType {
 };
 
 /// Largest block: 1 GiB, in sectors.
-const MAX_BLOCK_SECTORS: u64 = 2_097_152;
+const MAX_BLOCK_SECTORS: Sector = Sector(2_097_152);
 
 pub struct Dust {
     dev: Arc<dyn BlockDev>,
-    offset: u64,
+    offset: Sector,
     blksz: u32,
     /// log2 of the block size in sectors.
     shift: u32,
@@ -55,7 +55,7 @@ fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableErr
     if !blksz.is_power_of_two() {
         return Err(rd.err_last("block size", "block size parameter not a power of two"));
     }
-    let sectors = blksz >> 9;
+    let sectors = Sector::from_bytes(blksz);
     if sectors > ctx.len.min(MAX_BLOCK_SECTORS) {
         return Err(rd.err_last("block size", "block size too large"));
     }
@@ -63,7 +63,7 @@ fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableErr
         dev,
         offset,
         blksz: blksz as u32,
-        shift: sectors.trailing_zeros(),
+        shift: sectors.get().trailing_zeros(),
         bad: Mutex::new(BTreeMap::new()),
         fail_read_on_bb: AtomicBool::new(false),
         quiet: AtomicBool::new(false),
@@ -90,8 +90,8 @@ impl Dust {
 }
 
 impl Target for Dust {
-    fn max_io_len(&self, offset: u64) -> u64 {
-        let blk = 1u64 << self.shift;
+    fn max_io_len(&self, offset: Sector) -> Sector {
+        let blk = Sector(1 << self.shift);
         blk - offset % blk
     }
 
@@ -100,7 +100,7 @@ impl Target for Dust {
         if bio.op == Op::Flush || !self.fail_read_on_bb.load(Ordering::Relaxed) {
             return Mapped::Remap(bio, &*self.dev, sector);
         }
-        let block = sector >> self.shift;
+        let block = sector.get() >> self.shift;
         let mut bad = self.bad.lock();
         if bio.op == Op::Read {
             if bad.contains_key(&block) {

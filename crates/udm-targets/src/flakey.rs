@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use udm_core::{
-    issue, ArgReader, Bio, BlockDev, EndIo, Errno, Mapped, Op, StatusType, TableError, Target,
-    TargetCtx, TargetType,
+    issue, ArgReader, Bio, BlockDev, EndIo, Errno, Mapped, Op, Sector, StatusType, TableError,
+    Target, TargetCtx, TargetType,
 };
 
 pub const TYPE: TargetType = TargetType {
@@ -45,7 +45,7 @@ struct Corrupt {
 
 pub struct Flakey {
     dev: Arc<dyn BlockDev>,
-    offset: u64,
+    offset: Sector,
     up: u32,
     down: u32,
     start: Instant,

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use udm_core::{
-    ima_name_version, Bio, BlockDev, ExtentKind, Mapped, StatusType, TableError, Target, TargetCtx,
-    TargetType,
+    ima_name_version, Bio, BlockDev, ExtentKind, Mapped, Sector, StatusType, TableError, Target,
+    TargetCtx, TargetType,
 };
 
 pub const TYPE: TargetType = TargetType {
@@ -17,12 +17,12 @@ pub const TYPE: TargetType = TargetType {
 
 pub struct Linear {
     dev: Arc<dyn BlockDev>,
-    offset: u64,
+    offset: Sector,
 }
 
 fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableError> {
     ctx.expect_args(args, 2)?;
-    let offset = ctx.u64_arg(args, 1, "offset")?;
+    let offset = Sector(ctx.u64_arg(args, 1, "offset")?);
     let dev = ctx.device(args, 0, offset, ctx.len)?;
     Ok(Box::new(Linear { dev, offset }))
 }
@@ -55,13 +55,13 @@ impl Target for Linear {
         vec![self.dev.clone()]
     }
 
-    fn extent(&self, offset: u64, len: u64) -> (ExtentKind, u64) {
-        let (hole, bytes) = self.dev.extent((self.offset + offset) << 9, len << 9);
+    fn extent(&self, offset: Sector, len: Sector) -> (ExtentKind, Sector) {
+        let (hole, bytes) = self.dev.extent((self.offset + offset).bytes(), len.bytes());
         let kind = if hole {
             ExtentKind::Hole
         } else {
             ExtentKind::Data
         };
-        (kind, (bytes >> 9).clamp(1, len))
+        (kind, Sector::from_bytes(bytes).clamp(Sector(1), len))
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use udm_core::{
-    ima_name_version, issue, Bio, BlockDev, EndIo, Errno, ExtentKind, IoHints, Mapped, Op,
+    ima_name_version, issue, Bio, BlockDev, EndIo, Errno, ExtentKind, IoHints, Mapped, Op, Sector,
     StatusType, TableError, Target, TargetCtx, TargetType,
 };
 
@@ -21,13 +21,13 @@ pub const TYPE: TargetType = TargetType {
 
 struct Stripe {
     dev: Arc<dyn BlockDev>,
-    offset: u64,
+    offset: Sector,
     failed: AtomicBool,
 }
 
 pub struct Striped {
     stripes: Vec<Stripe>,
-    chunk: u64,
+    chunk: Sector,
     /// log2(chunk) when the chunk is a power of two, for shift-and-mask arithmetic.
     chunk_shift: Option<u32>,
 }
@@ -42,18 +42,18 @@ fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableErr
     if n == 0 || n > u32::MAX as u64 {
         return Err(ctx.arg_err(1, "#stripes", "invalid stripe count"));
     }
-    let chunk = ctx.u64_arg(args, 1, "chunk_size")?;
-    if chunk == 0 {
+    let chunk = Sector(ctx.u64_arg(args, 1, "chunk_size")?);
+    if chunk.is_zero() {
         return Err(ctx.arg_err(2, "chunk_size", "invalid chunk size"));
     }
-    if ctx.len % n != 0 {
+    if ctx.len.get() % n != 0 {
         return Err(ctx.err(format!(
             "target length {} is not divisible by the number of stripes {n}",
             ctx.len
         )));
     }
-    let width = ctx.len / n;
-    if width % chunk != 0 {
+    let width = Sector(ctx.len.get() / n);
+    if !(width % chunk).is_zero() {
         return Err(ctx.err(format!(
             "target length {} is not divisible by chunk size {chunk} (per-stripe width {width})",
             ctx.len
@@ -68,7 +68,7 @@ fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableErr
     }
     let mut stripes = Vec::with_capacity(n as usize);
     for i in 0..n as usize {
-        let offset = ctx.u64_arg(args, 3 + 2 * i, "offset")?;
+        let offset = Sector(ctx.u64_arg(args, 3 + 2 * i, "offset")?);
         let dev = ctx.device(args, 2 + 2 * i, offset, width)?;
         stripes.push(Stripe {
             dev,
@@ -76,7 +76,9 @@ fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableErr
             failed: AtomicBool::new(false),
         });
     }
-    let chunk_shift = chunk.is_power_of_two().then(|| chunk.trailing_zeros());
+    let chunk_shift = chunk
+        .is_power_of_two()
+        .then(|| chunk.get().trailing_zeros());
     Ok(Box::new(Striped {
         stripes,
         chunk,
@@ -87,17 +89,17 @@ fn ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableErr
 impl Striped {
     /// (stripe index, sector on that stripe's device) of target offset `o`.
     #[inline]
-    fn locate(&self, o: u64) -> (usize, u64) {
+    fn locate(&self, o: Sector) -> (usize, Sector) {
         let n = self.stripes.len() as u64;
         let (chunk_no, within) = match self.chunk_shift {
-            Some(s) => (o >> s, o & (self.chunk - 1)),
+            Some(s) => (o.get() >> s, Sector(o.get() & (self.chunk.get() - 1))),
             None => (o / self.chunk, o % self.chunk),
         };
         let stripe = (chunk_no % n) as usize;
         let dev_chunk = chunk_no / n;
         (
             stripe,
-            dev_chunk * self.chunk + within + self.stripes[stripe].offset,
+            self.chunk * dev_chunk + within + self.stripes[stripe].offset,
         )
     }
 }
@@ -106,15 +108,15 @@ impl Striped {
     /// Where target offset `o` (a range boundary) falls on stripe `s`: the
     /// sector of that stripe's device before which the range's part on it ends
     /// (or from which it starts).
-    fn stripe_bound(&self, o: u64, s: usize) -> u64 {
+    fn stripe_bound(&self, o: Sector, s: usize) -> Sector {
         let n = self.stripes.len() as u64;
         let chunk_no = o / self.chunk;
         let row = chunk_no / n;
         let at = (chunk_no % n) as usize;
         match s.cmp(&at) {
-            std::cmp::Ordering::Equal => row * self.chunk + o % self.chunk,
-            std::cmp::Ordering::Less => (row + 1) * self.chunk,
-            std::cmp::Ordering::Greater => row * self.chunk,
+            std::cmp::Ordering::Equal => self.chunk * row + o % self.chunk,
+            std::cmp::Ordering::Less => self.chunk * (row + 1),
+            std::cmp::Ordering::Greater => self.chunk * row,
         }
     }
 
@@ -142,7 +144,7 @@ impl Striped {
 
 impl Target for Striped {
     #[inline]
-    fn max_io_len(&self, offset: u64) -> u64 {
+    fn max_io_len(&self, offset: Sector) -> Sector {
         self.chunk - offset % self.chunk
     }
 
@@ -150,7 +152,11 @@ impl Target for Striped {
     fn map<'s>(&'s self, bio: Bio) -> Mapped<'s> {
         if bio.op == Op::Flush {
             // Every stripe is flushed (the kernel's num_flush_bios = #stripes).
-            let dests = self.stripes.iter().map(|s| (&*s.dev, 0)).collect();
+            let dests = self
+                .stripes
+                .iter()
+                .map(|s| (&*s.dev, Sector::ZERO))
+                .collect();
             return Mapped::Clone(bio, dests);
         }
         if matches!(bio.op, Op::Discard | Op::WriteZeroes) {
@@ -173,7 +179,7 @@ impl Target for Striped {
     }
 
     fn io_hints(&self, hints: &mut IoHints) {
-        let chunk = u32::try_from(self.chunk << 9).unwrap_or(u32::MAX);
+        let chunk = u32::try_from(self.chunk.bytes()).unwrap_or(u32::MAX);
         hints.io_min = chunk;
         hints.io_opt = chunk.saturating_mul(self.stripes.len() as u32);
     }
@@ -226,15 +232,15 @@ impl Target for Striped {
         self.stripes.iter().map(|s| s.dev.clone()).collect()
     }
 
-    fn extent(&self, offset: u64, len: u64) -> (ExtentKind, u64) {
+    fn extent(&self, offset: Sector, len: Sector) -> (ExtentKind, Sector) {
         let (i, sector) = self.locate(offset);
         let n = len.min(self.max_io_len(offset));
-        let (hole, bytes) = self.stripes[i].dev.extent(sector << 9, n << 9);
+        let (hole, bytes) = self.stripes[i].dev.extent(sector.bytes(), n.bytes());
         let kind = if hole {
             ExtentKind::Hole
         } else {
             ExtentKind::Data
         };
-        (kind, (bytes >> 9).clamp(1, n))
+        (kind, Sector::from_bytes(bytes).clamp(Sector(1), n))
     }
 }

@@ -3,7 +3,7 @@
 //! INFO, TABLE and IMA are empty: the kernel's zero target has no status function.
 
 use udm_core::{
-    Bio, ExtentKind, Mapped, Op, StatusType, TableError, Target, TargetCtx, TargetType,
+    Bio, ExtentKind, Mapped, Op, Sector, StatusType, TableError, Target, TargetCtx, TargetType,
 };
 
 pub const TYPE: TargetType = TargetType {
@@ -34,7 +34,7 @@ impl Target for Zero {
 
     fn status(&self, _kind: StatusType, _out: &mut String) {}
 
-    fn extent(&self, _offset: u64, len: u64) -> (ExtentKind, u64) {
+    fn extent(&self, _offset: Sector, len: Sector) -> (ExtentKind, Sector) {
         (ExtentKind::Hole, len)
     }
 }
