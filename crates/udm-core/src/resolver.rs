@@ -209,13 +209,13 @@ impl BlockDev for UdmDev {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         self.handle
             .device()
-            .read(offset >> 9, buf)
+            .read(Sector::from_bytes(offset), buf)
             .map_err(errno_io)
     }
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> std::io::Result<()> {
         self.handle
             .device()
-            .write(offset >> 9, buf, fua)
+            .write(Sector::from_bytes(offset), buf, fua)
             .map_err(errno_io)
     }
     fn flush(&self) -> std::io::Result<()> {
@@ -224,7 +224,7 @@ impl BlockDev for UdmDev {
     fn discard(&self, offset: u64, len: u64) -> std::io::Result<()> {
         self.handle
             .device()
-            .discard(offset >> 9, len >> 9)
+            .discard(Sector::from_bytes(offset), Sector::from_bytes(len))
             .map_err(errno_io)
     }
     fn write_zeroes(
@@ -236,9 +236,19 @@ impl BlockDev for UdmDev {
     ) -> std::io::Result<()> {
         let dev = self.handle.device();
         let r = if fast_only {
-            dev.write_zeroes_fast_only(offset >> 9, len >> 9, may_unmap, false)
+            dev.write_zeroes_fast_only(
+                Sector::from_bytes(offset),
+                Sector::from_bytes(len),
+                may_unmap,
+                false,
+            )
         } else {
-            dev.write_zeroes(offset >> 9, len >> 9, may_unmap, false)
+            dev.write_zeroes(
+                Sector::from_bytes(offset),
+                Sector::from_bytes(len),
+                may_unmap,
+                false,
+            )
         };
         r.map_err(errno_io)
     }
