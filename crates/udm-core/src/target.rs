@@ -135,6 +135,14 @@ pub trait Target: Send + Sync {
     /// On resume, after the table went live, before held I/O is released.
     fn resume(&self) {}
 
+    /// The target as `Any`, for a target of another device that needs this
+    /// one's concrete type (a snapshot finds its origin through
+    /// `Services::find_device` or a device argument, then the live table's
+    /// targets, then this). `None`: not offered.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// Limits and hints for the I/O the target wants (stripe geometry).
     fn io_hints(&self, hints: &mut IoHints) {
         let _ = hints;

@@ -98,6 +98,10 @@ impl Target for Legs {
         }
     }
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn status(&self, _k: StatusType, out: &mut String) {
         for d in &self.dead {
             out.push(if d.load(Ordering::SeqCst) { 'D' } else { 'A' });
@@ -232,6 +236,49 @@ impl Drop for Hooks {
     }
 }
 
+// ------------------------------------------------------------------ peer: find another device's target
+
+/// `peer <device name>`: at preresume, finds the named device's `legs` target
+/// and remembers how many legs it has (as a snapshot finds its origin).
+struct Peer {
+    services: Services,
+    name: String,
+    found: Mutex<Option<usize>>,
+}
+
+fn peer_ctr(ctx: &TargetCtx<'_>, args: &[String]) -> Result<Box<dyn Target>, TableError> {
+    Ok(Box::new(Peer {
+        services: ctx.services.clone(),
+        name: args[0].clone(),
+        found: Mutex::new(None),
+    }))
+}
+
+impl Target for Peer {
+    fn map<'s>(&'s self, bio: Bio) -> Mapped<'s> {
+        Mapped::Kill(bio, Errno::EIO)
+    }
+    fn preresume(&self) -> Result<(), udm_core::DmError> {
+        let other = self
+            .services
+            .find_device(&self.name)
+            .and_then(|d| d.live_table())
+            .ok_or_else(|| udm_core::DmError::new(Errno::ENXIO, "no such device"))?;
+        let legs = other.targets()[0]
+            .target
+            .as_any()
+            .and_then(|a| a.downcast_ref::<Legs>())
+            .ok_or_else(|| udm_core::DmError::new(Errno::EINVAL, "not a legs target"))?;
+        *self.found.lock().unwrap() = Some(legs.legs.len());
+        Ok(())
+    }
+    fn status(&self, _k: StatusType, out: &mut String) {
+        if let Some(n) = *self.found.lock().unwrap() {
+            out.push_str(&format!("{} has {n} legs", self.name));
+        }
+    }
+}
+
 // ------------------------------------------------------------------ plumbing
 
 /// `rr <chunk> <dev>...`: round-robin striping over named test devices.
@@ -271,6 +318,7 @@ fn engine() -> Engine {
         ("later", later_ctr),
         ("hooks", hooks_ctr),
         ("rr", rr_ctr),
+        ("peer", peer_ctr),
     ] {
         r.register(TargetType {
             name,
@@ -556,4 +604,23 @@ fn a_noflush_suspend_waits_for_writes_in_flight() {
     assert!(rx.try_recv().is_err());
     e.resume(&r, false).unwrap();
     assert_eq!(rx.recv_timeout(WAIT).unwrap().0, Ok(()));
+}
+
+#[test]
+fn a_target_finds_a_target_of_another_device() {
+    put("pr-a", RamDev::new(64, 50));
+    put("pr-b", RamDev::new(64, 51));
+    let e = engine();
+    device(&e, "pr-mirror", "0 64 legs pr-a pr-b");
+    device(&e, "pr-peer", "0 8 peer pr-mirror");
+    let st = e
+        .status(&DevRef::name("pr-peer"), false, StatusType::Info)
+        .unwrap();
+    assert_eq!(st.1[0].text, "pr-mirror has 2 legs");
+    // A device that is not a legs target is refused at resume.
+    e.create("pr-bad", None, None).unwrap();
+    e.load_text(&DevRef::name("pr-bad"), "0 8 peer pr-peer", false)
+        .unwrap();
+    let err = e.resume(&DevRef::name("pr-bad"), false).unwrap_err();
+    assert_eq!(err.errno(), Errno::EINVAL);
 }
