@@ -9,6 +9,7 @@ pub mod arg_reader;
 pub mod args;
 pub mod bio;
 pub mod blockdev;
+pub mod copier;
 pub mod device;
 pub mod engine;
 pub mod error;
