@@ -7,6 +7,7 @@ pub mod dust;
 pub mod error;
 pub mod flakey;
 pub mod linear;
+pub mod snapshot;
 pub mod striped;
 pub mod zero;
 
