@@ -10,9 +10,8 @@
 //! read-only; a piece ends only by being consumed. So every access to the window
 //! goes through the one live bio that covers it.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::{self, Thread};
 
 use parking_lot::Mutex;
 
@@ -60,7 +59,7 @@ enum Completion {
 }
 
 // SAFETY: the only non-Send part is the Waiter pointer; a Waiter is made of
-// atomics and a Thread handle (Sync) and stays alive until it is signalled.
+// atomics (Sync) and stays alive until it is signalled.
 unsafe impl Send for Completion {}
 
 /// The in-flight counters a bio entered on its way down: one inline (a device
@@ -134,37 +133,76 @@ fn finish(c: Completion, acct: Accounts, r: Result<(), Errno>) {
     acct.release();
 }
 
-/// A blocked caller's completion, on its stack: no allocation on the fast path.
+/// A blocked caller's completion, on its stack: no allocation on the fast path,
+/// and no system call when the bio completes before the caller waits (the usual
+/// case: a remap onto a file completes inline).
 pub(crate) struct Waiter {
-    done: AtomicBool,
+    /// PENDING, DONE, or SLEEPING (the caller sleeps on this futex word).
+    state: AtomicU32,
     result: AtomicI32,
-    thread: Thread,
 }
+
+const PENDING: u32 = 0;
+const DONE: u32 = 1;
+const SLEEPING: u32 = 2;
 
 impl Waiter {
     pub(crate) fn new() -> Waiter {
         Waiter {
-            done: AtomicBool::new(false),
+            state: AtomicU32::new(PENDING),
             result: AtomicI32::new(0),
-            thread: thread::current(),
         }
     }
 
     /// # Safety
     /// `w` must point at a live Waiter; after this call nothing may touch it.
     unsafe fn signal(w: *const Waiter, r: Result<(), Errno>) {
-        // SAFETY: the caller guarantees `w` is live until `done` is stored.
-        let w = unsafe { &*w };
-        let t = w.thread.clone();
-        w.result
-            .store(r.err().map_or(0, |e| e.0), Ordering::Relaxed);
-        w.done.store(true, Ordering::Release);
-        t.unpark();
+        // SAFETY: the caller guarantees `w` is live until `state` is swapped.
+        let (state, result) = unsafe { (&(*w).state, &(*w).result) };
+        result.store(r.err().map_or(0, |e| e.0), Ordering::Relaxed);
+        let word = state as *const AtomicU32;
+        if state.swap(DONE, Ordering::AcqRel) == SLEEPING {
+            // The waiter may already be gone: FUTEX_WAKE only uses the address
+            // to find sleepers; at worst it wakes an unrelated futex user, who
+            // re-checks its word (every futex user must tolerate that).
+            // SAFETY: a plain system call; no memory is read or written.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    word,
+                    libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                    1,
+                );
+            }
+        }
     }
 
     pub(crate) fn wait(&self) -> Result<(), Errno> {
-        while !self.done.load(Ordering::Acquire) {
-            thread::park();
+        loop {
+            match self.state.load(Ordering::Acquire) {
+                DONE => break,
+                PENDING => {
+                    let _ = self.state.compare_exchange(
+                        PENDING,
+                        SLEEPING,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
+                _ => {
+                    // SAFETY: FUTEX_WAIT on our own live word, no timeout; it
+                    // returns at once unless the word still says SLEEPING.
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_futex,
+                            &self.state as *const AtomicU32,
+                            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                            SLEEPING,
+                            std::ptr::null::<libc::timespec>(),
+                        );
+                    }
+                }
+            }
         }
         match self.result.load(Ordering::Relaxed) {
             0 => Ok(()),
