@@ -26,9 +26,10 @@ cp "$ROOT/crates/udm-targets/benches/common/mod.rs" "$benches/common/mod.rs"
 grep -q 'name = "split"' "$dir/src/crates/udm-targets/Cargo.toml" ||
     printf '\n[[bench]]\nname = "split"\nharness = false\n' >>"$dir/src/crates/udm-targets/Cargo.toml"
 bin() { # DIR TARGET: build the split bench there, print its path
-    (cd "$1" && CARGO_TARGET_DIR=$2 cargo bench --quiet -p udm-targets --bench split --no-run \
-        --message-format=json 2>/dev/null) |
-        sed -n 's/.*"executable":"\([^"]*split[^"]*\)".*/\1/p' | tail -1
+    local out
+    out=$(cd "$1" && CARGO_TARGET_DIR=$2 cargo bench --quiet -p udm-targets --bench split --no-run \
+        --message-format=json 2>"$2/split-build.log") || { cat "$2/split-build.log" >&2; return 1; }
+    sed -n 's/.*"executable":"\([^"]*split[^"]*\)".*/\1/p' <<<"$out" | tail -1
 }
 echo "# building the split bench of $short and of this tree" >&2
 base=$(bin "$dir/src" "$dir/target")
