@@ -300,7 +300,10 @@ impl Device {
             self.suspend(noflush);
             for tt in new.targets() {
                 if let Err(e) = tt.target.preresume() {
-                    drop(self.inactive.lock().take());
+                    // Dropped outside the slot's lock: closing stacked devices
+                    // takes the namespace lock.
+                    let refused = self.inactive.lock().take();
+                    drop(refused);
                     return Err(e);
                 }
             }
