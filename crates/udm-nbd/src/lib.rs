@@ -18,6 +18,6 @@ mod stream;
 mod transmission;
 
 pub use error::ConnError;
-pub use export::{Backend, BlockSize, Errno, Export, ExportMap, Extent};
+pub use export::{blocking, Backend, BlockSize, Done, Errno, Export, ExportMap, Extent, Io, Op};
 pub use mem::MemExport;
 pub use server::{remove_stale_socket, Server, ServerConfig};
