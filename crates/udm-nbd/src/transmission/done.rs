@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::check::Request;
-use super::Session;
+use super::Handle;
 use crate::export::Errno;
 
 /// The answer to one request started with [`Export::submit`](crate::Export::submit).
@@ -38,7 +38,7 @@ type Callback = Box<dyn FnOnce(Result<(), Errno>, Vec<u8>) + Send>;
 /// and the budget, until it is answered: nothing of the connection is closed or
 /// reused under it.
 pub(super) struct Pending {
-    session: Arc<Session>,
+    session: Arc<Handle>,
     req: Request,
     key: Key,
     /// Capacity of the request's buffer counted in the connection's budget.
@@ -55,7 +55,7 @@ impl Done {
         Done(Inner::Call(Box::new(f)))
     }
 
-    pub(super) fn server(session: Arc<Session>, req: Request, key: Key, counted: usize) -> Done {
+    pub(super) fn server(session: Arc<Handle>, req: Request, key: Key, counted: usize) -> Done {
         Done(Inner::Server(Pending {
             session,
             req,
