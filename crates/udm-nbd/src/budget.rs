@@ -6,6 +6,10 @@
 //! buffer that grows reserves bytes, and a reservation that would pass the limit
 //! waits until other threads of the connection give theirs back. Buffers beyond what
 //! a thread keeps are given back as soon as their reply is sent.
+//!
+//! A request handed to an export that answers later takes its buffer along (it stays
+//! counted); its completion keeps it as one of the connection's spares (up to
+//! [`SPARE_PER_CONN`]) for the threads to reuse, or frees it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
@@ -14,6 +18,9 @@ use std::sync::{Condvar, Mutex, PoisonError};
 /// this much (in slot order) stays allocated, the rest is freed after each batch.
 /// Requests up to this size, the usual ones, therefore never allocate.
 pub(crate) const KEEP_PER_WORKER: usize = 2 << 20;
+
+/// Buffer capacity of requests answered later that a connection keeps for reuse.
+pub(crate) const SPARE_PER_CONN: usize = 2 << 20;
 
 /// The buffer accounting of one connection.
 pub(crate) struct Budget {

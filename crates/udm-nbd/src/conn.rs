@@ -4,7 +4,7 @@ use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tracing::{debug, info, warn};
 
 use crate::budget::Budget;
@@ -26,6 +26,10 @@ pub(crate) struct Conn {
     stop_reading: AtomicBool,
     /// Requests read but not yet answered.
     in_flight: AtomicUsize,
+    /// Threads waiting in [`Conn::wait_in_flight`]; `answered` wakes them.
+    in_flight_waiters: AtomicUsize,
+    in_flight_lock: Mutex<()>,
+    answered: Condvar,
     /// The request buffers of its threads.
     pub budget: Budget,
     /// HANDSHAKE, TRANSMISSION or TIMED_OUT.
@@ -45,6 +49,9 @@ impl Conn {
             closing: AtomicBool::new(false),
             stop_reading: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            in_flight_waiters: AtomicUsize::new(0),
+            in_flight_lock: Mutex::new(()),
+            answered: Condvar::new(),
             budget: Budget::new(buffer_budget),
             phase: AtomicU8::new(HANDSHAKE),
         }
@@ -103,10 +110,35 @@ impl Conn {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// A request was answered (its reply sent, or given up on); from any thread.
     pub(crate) fn request_done(&self) {
         if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_closing() {
             self.stream.shutdown(Shutdown::Both);
         }
+        // SeqCst pairs with wait_in_flight: either the waiter sees the new count, or
+        // this sees the waiter (and wakes it under the lock it waits with).
+        if self.in_flight_waiters.load(Ordering::SeqCst) > 0 {
+            let _g = self.in_flight_lock.lock();
+            self.answered.notify_all();
+        }
+    }
+
+    /// Requests read and not yet answered.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Wait until at most `n` requests are in flight.
+    pub(crate) fn wait_in_flight(&self, n: usize) {
+        if self.in_flight() <= n {
+            return;
+        }
+        let mut g = self.in_flight_lock.lock();
+        self.in_flight_waiters.fetch_add(1, Ordering::SeqCst);
+        while self.in_flight() > n {
+            self.answered.wait(&mut g);
+        }
+        self.in_flight_waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
     pub(crate) fn stop_reading(&self) {

@@ -81,9 +81,48 @@ pub struct Extent {
     pub zero: bool,
 }
 
+/// What an asynchronous request asks of an [`Export`] (see [`Export::submit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Fill the buffer from `offset`.
+    Read,
+    /// Store the buffer at `offset`.
+    Write,
+    Flush,
+    /// Discard `[offset, offset + len)` ([`Export::trim`]).
+    Trim,
+    /// Zero `[offset, offset + len)` ([`Export::write_zeroes`]).
+    WriteZeroes,
+    /// A prefetch hint ([`Export::cache`]).
+    Cache,
+}
+
+/// One request as [`Export::submit`] receives it, already judged by the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Io {
+    pub op: Op,
+    pub offset: u64,
+    /// Bytes; for reads and writes the buffer holds exactly this many.
+    pub len: u64,
+    /// The client asked for force unit access.
+    pub fua: bool,
+    /// Write zeroes may punch a hole (the request had no NO_HOLE).
+    pub may_trim: bool,
+    /// Write zeroes only if that is fast (FAST_ZERO): else `Errno::ENOTSUP` at
+    /// once, changing nothing.
+    pub fast_only: bool,
+}
+
+pub use crate::transmission::Done;
+
 /// One block device served over NBD. Every method may be called from many threads at
 /// once; the server has already checked that the range lies inside the export, that
 /// the export is writable for writes, and the client's flags.
+///
+/// The server starts requests through [`Export::submit`]. Its default runs the
+/// blocking methods below on the calling thread; an export that can complete
+/// requests later from other threads overrides it, so that a slow request holds no
+/// server thread while in flight.
 pub trait Export: Send + Sync {
     /// Size in bytes.
     fn size(&self) -> u64;
@@ -110,6 +149,47 @@ pub trait Export: Send + Sync {
     /// Append the allocation status of `[offset, offset + len)` to `out`, in order from
     /// `offset`; may describe less than `len` but at least one extent.
     fn extents(&self, offset: u64, len: u64, out: &mut Vec<Extent>) -> Result<(), Errno>;
+
+    /// Start `io` and answer it through `done`, exactly once, from any thread:
+    /// before returning (the server then sends the reply with others in one write)
+    /// or at any later time (the reply goes out from the completing thread).
+    /// `buf` holds exactly `io.len` bytes for reads (to be filled) and writes (the
+    /// payload), and is empty otherwise; give it back through [`Done::complete`].
+    /// Dropping `done` unanswered answers EIO.
+    ///
+    /// The default runs [`blocking`] on the calling thread.
+    fn submit(&self, io: Io, mut buf: Vec<u8>, done: Done) {
+        let r = blocking(self, &io, &mut buf);
+        done.complete(r, buf);
+    }
+}
+
+/// Carry out `io` with the blocking methods of `export` (what [`Export::submit`]
+/// does by default); `buf` is the read or write buffer, at least `io.len` bytes.
+pub fn blocking<E: Export + ?Sized>(export: &E, io: &Io, buf: &mut [u8]) -> Result<(), Errno> {
+    let data = |buf: &mut [u8]| -> Result<std::ops::Range<usize>, Errno> {
+        let len = usize::try_from(io.len).map_err(|_| Errno::EINVAL)?;
+        if buf.len() < len {
+            return Err(Errno::EINVAL);
+        }
+        Ok(0..len)
+    };
+    match io.op {
+        Op::Read => {
+            let r = data(buf)?;
+            export.read(io.offset, &mut buf[r])
+        }
+        Op::Write => {
+            let r = data(buf)?;
+            export.write(io.offset, &buf[r], io.fua)
+        }
+        Op::Flush => export.flush(),
+        Op::Trim => export.trim(io.offset, io.len, io.fua),
+        Op::WriteZeroes => {
+            export.write_zeroes(io.offset, io.len, io.may_trim, io.fast_only, io.fua)
+        }
+        Op::Cache => export.cache(io.offset, io.len),
+    }
 }
 
 /// The namespace of exports.

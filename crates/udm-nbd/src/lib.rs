@@ -3,8 +3,11 @@
 //! the rest of udm.
 //!
 //! A [`Server`] serves the [`Export`]s a [`Backend`] names. Each connection gets
-//! [`ServerConfig::threads_per_conn`] threads that share its socket and answer
-//! requests out of order. The protocol is NetworkBlockDevice/nbd `doc/proto.md`.
+//! [`ServerConfig::threads_per_conn`] threads that share its socket, read requests and
+//! hand them to the export ([`Export::submit`]); replies go out in completion order.
+//! An export may answer a request later, from any thread, through its [`Done`]: the
+//! request then holds no server thread while in flight. The protocol is
+//! NetworkBlockDevice/nbd `doc/proto.md`.
 
 mod budget;
 mod conn;
@@ -18,6 +21,6 @@ mod stream;
 mod transmission;
 
 pub use error::ConnError;
-pub use export::{Backend, BlockSize, Errno, Export, ExportMap, Extent};
+pub use export::{blocking, Backend, BlockSize, Done, Errno, Export, ExportMap, Extent, Io, Op};
 pub use mem::MemExport;
 pub use server::{remove_stale_socket, Server, ServerConfig};

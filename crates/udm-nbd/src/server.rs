@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tracing::{debug, error, info, warn};
 
-use crate::budget::KEEP_PER_WORKER;
+use crate::budget::{KEEP_PER_WORKER, SPARE_PER_CONN};
 use crate::conn::{self, Conn};
 use crate::export::Backend;
 use crate::stream::Stream;
@@ -25,7 +25,9 @@ use crate::stream::Stream;
 /// Tuning of a [`Server`].
 #[derive(Clone, Copy, Debug)]
 pub struct ServerConfig {
-    /// Threads serving each connection (each holds one request at a time).
+    /// Threads serving each connection. Each reads requests and starts them; one
+    /// that the export answers before returning (a blocking export) holds its
+    /// thread until then, one it answers later holds no thread.
     pub threads_per_conn: usize,
     /// Largest read or write payload accepted, in bytes.
     pub max_request: u32,
@@ -38,9 +40,10 @@ pub struct ServerConfig {
     /// Request buffer bytes one connection may hold at once; a request that would
     /// pass it waits until the connection's other requests give theirs back. Zero,
     /// or anything below it, means the least that always lets a `max_request`
-    /// request through: `max_request + threads_per_conn * 2.5 MiB` (each thread keeps
-    /// up to 2 MiB of buffers between requests, and a batch of small requests may
-    /// add 512 KiB without waiting).
+    /// request through: `max_request + threads_per_conn * 2.5 MiB + 2 MiB` (each
+    /// thread keeps up to 2 MiB of buffers between requests, a batch of small
+    /// requests may add 512 KiB without waiting, and the connection keeps up to
+    /// 2 MiB of buffers of requests answered later for reuse).
     pub buffer_budget: usize,
 }
 
@@ -111,7 +114,8 @@ impl Server {
         // structured read chunk length (8 + payload) fits in 32 bits.
         let max_request = config.max_request.clamp(4096, 1 << 31);
         let least_budget = max_request as usize
-            + threads_per_conn * (KEEP_PER_WORKER + crate::transmission::MAX_BATCH_DATA);
+            + threads_per_conn * (KEEP_PER_WORKER + crate::transmission::MAX_BATCH_DATA)
+            + SPARE_PER_CONN;
         let config = ServerConfig {
             threads_per_conn,
             max_request,

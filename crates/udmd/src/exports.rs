@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use udm_core::engine::EngineEvent;
-use udm_core::{DevNumber, DevRef, Device, Engine, Errno, ExtentKind, OpenHandle, SECTOR_SIZE};
+use udm_core::{
+    Bio, DevNumber, DevRef, Device, Engine, Errno, ExtentKind, Op, OpenHandle, SECTOR_SIZE,
+};
 
 const SECTOR: u64 = SECTOR_SIZE;
 
@@ -122,6 +124,40 @@ fn nbd_err(e: Errno) -> udm_nbd::Errno {
     udm_nbd::Errno(if e == Errno::EROFS { libc::EPERM } else { e.0 })
 }
 
+/// The end of a bio without data answers `done`.
+fn answer(done: udm_nbd::Done) -> impl FnOnce(Result<(), Errno>) + Send + 'static {
+    move |r| done.complete(r.map_err(nbd_err), Vec::new())
+}
+
+/// Flush `dev` and answer `done`.
+fn flush_then_answer(dev: &Device, done: udm_nbd::Done) {
+    dev.submit(Bio::without_data(Op::Flush, 0, 0, answer(done)));
+}
+
+impl NbdExport {
+    /// NBD_CMD_TRIM as bios: the whole sectors inside the range (discard is
+    /// advisory), then with FUA a flush, as [`ByteDevice::discard`] does.
+    fn submit_trim(&self, io: &udm_nbd::Io, done: udm_nbd::Done) {
+        let dev = &self.bytes.dev;
+        let (s, n) = ByteDevice::inner_sectors(io.offset, io.len);
+        if n == 0 {
+            if io.fua {
+                flush_then_answer(dev, done);
+            } else {
+                done.complete(Ok(()), Vec::new());
+            }
+            return;
+        }
+        let then_flush = io.fua.then(|| Arc::clone(dev));
+        let mut bio = Bio::without_data(Op::Discard, s, n, move |r| match (r, then_flush) {
+            (Ok(()), Some(dev)) => flush_then_answer(&dev, done),
+            (r, _) => done.complete(r.map_err(nbd_err), Vec::new()),
+        });
+        bio.may_unmap = true;
+        dev.submit(bio);
+    }
+}
+
 impl udm_nbd::Export for NbdExport {
     fn size(&self) -> u64 {
         self.size
@@ -190,6 +226,50 @@ impl udm_nbd::Export for NbdExport {
             out.push(udm_nbd::Extent { length, hole, zero });
         }
         Ok(())
+    }
+
+    /// Sector-aligned requests become bios answered when they end, holding no
+    /// thread meanwhile (a suspended device or a delay target keeps them queued);
+    /// unaligned byte ranges take the blocking byte path.
+    fn submit(&self, io: udm_nbd::Io, buf: Vec<u8>, done: udm_nbd::Done) {
+        use udm_nbd::Op as Nbd;
+        let dev = &self.bytes.dev;
+        let aligned = (io.offset | io.len) % SECTOR == 0;
+        let sector = io.offset / SECTOR;
+        match io.op {
+            Nbd::Read | Nbd::Write if aligned && buf.len() as u64 == io.len => {
+                let op = if io.op == Nbd::Read {
+                    Op::Read
+                } else {
+                    Op::Write
+                };
+                let mut bio = Bio::with_buffer(op, sector, buf, move |r, buf| {
+                    done.complete(r.map_err(nbd_err), buf)
+                });
+                bio.fua = io.fua && op == Op::Write;
+                dev.submit(bio);
+            }
+            Nbd::Flush => flush_then_answer(dev, done),
+            Nbd::Trim => self.submit_trim(&io, done),
+            Nbd::WriteZeroes if io.fast_only && !aligned => {
+                // FAST_ZERO: partial sectors at the edges would need writes.
+                done.complete(Err(udm_nbd::Errno(libc::EOPNOTSUPP)), buf);
+            }
+            Nbd::WriteZeroes if aligned => {
+                let mut bio =
+                    Bio::without_data(Op::WriteZeroes, sector, io.len / SECTOR, answer(done));
+                bio.fua = io.fua;
+                bio.may_unmap = io.may_trim;
+                bio.fast_only = io.fast_only;
+                dev.submit(bio);
+            }
+            Nbd::Cache => done.complete(Ok(()), buf),
+            _ => {
+                let mut buf = buf;
+                let r = udm_nbd::blocking(self, &io, &mut buf);
+                done.complete(r, buf);
+            }
+        }
     }
 }
 

@@ -32,7 +32,7 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 20)]
     nbd_handshake_timeout: u64,
     /// MiB of request buffers one NBD connection may hold [default: the least that
-    /// serves a 32 MiB request: 72]; larger requests wait for room.
+    /// serves a 32 MiB request: 74]; larger requests wait for room.
     #[arg(long, value_name = "MIB")]
     nbd_buffer_budget: Option<usize>,
     /// Mount a FUSE directory where each device is a file.
