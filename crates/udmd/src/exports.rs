@@ -120,6 +120,16 @@ struct NbdExport {
     size: u64,
 }
 
+/// NBD's preferred block size from the table's optimal I/O size (a striped
+/// table's full stripe): a power of two from 4 KiB to 2 MiB, else 4 KiB.
+fn preferred_block(io_opt: u32) -> u32 {
+    if io_opt.is_power_of_two() {
+        io_opt.clamp(4096, 2 << 20)
+    } else {
+        4096
+    }
+}
+
 fn nbd_err(e: Errno) -> udm_nbd::Errno {
     udm_nbd::Errno(if e == Errno::EROFS { libc::EPERM } else { e.0 })
 }
@@ -170,9 +180,15 @@ impl udm_nbd::Export for NbdExport {
         true
     }
     fn block_size(&self) -> udm_nbd::BlockSize {
+        let hints = self
+            .bytes
+            .dev
+            .live_table()
+            .map(|t| t.io_hints())
+            .unwrap_or_default();
         udm_nbd::BlockSize {
             min: 512,
-            preferred: 4096,
+            preferred: preferred_block(hints.io_opt),
             max: 32 << 20,
         }
     }
@@ -429,5 +445,19 @@ impl udm_fuse::MapperSource for FuseSource {
             bytes: ByteDevice::new(dev),
             opens: Mutex::new(Vec::new()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preferred_block;
+
+    #[test]
+    fn the_preferred_nbd_block_follows_the_full_stripe() {
+        assert_eq!(preferred_block(0), 4096);
+        assert_eq!(preferred_block(131072), 131072);
+        assert_eq!(preferred_block(24576), 4096);
+        assert_eq!(preferred_block(512), 4096);
+        assert_eq!(preferred_block(1 << 30), 2 << 20);
     }
 }
