@@ -53,8 +53,20 @@ fn nbdinfo_shows_size_and_flags() {
             assert_eq!(e[flag], !ro, "{name} {flag}: {j}");
         }
         assert_eq!(e["block_size_minimum"], 512, "{j}");
+        assert_eq!(e["block_size_preferred"], 4096, "{j}");
         assert!(e["contexts"].to_string().contains("base:allocation"), "{j}");
     }
+    // A striped table's full stripe (2 x 64 KiB) is the preferred block size.
+    let b = d.file("b", 8192);
+    d.ok(&[
+        "create",
+        "st",
+        "--table",
+        &format!("0 8192 striped 2 128 {} 0 {} 0", a.display(), b.display()),
+    ]);
+    let o = run(Command::new("nbdinfo").arg("--json").arg(d.nbd_uri("st")));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("nbdinfo json");
+    assert_eq!(j["exports"][0]["block_size_preferred"], 131072, "{j}");
     let o = run(Command::new("nbdinfo")
         .arg("--list")
         .arg("--json")
