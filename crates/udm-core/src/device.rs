@@ -138,6 +138,11 @@ impl Device {
     pub fn is_suspended(&self) -> bool {
         self.suspended.load(Ordering::SeqCst)
     }
+    /// Whether new I/O is being held: from the moment a suspend closes the gate
+    /// (before it has drained) until resume.
+    pub fn io_blocked(&self) -> bool {
+        self.gate.is_blocked()
+    }
     pub fn is_removed(&self) -> bool {
         self.removed.load(Ordering::SeqCst)
     }

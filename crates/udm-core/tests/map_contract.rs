@@ -406,15 +406,15 @@ fn a_requeued_bio_waits_across_a_noflush_suspend_and_goes_to_the_new_table() {
     }
     requeue("rq-a", true);
     // The suspend waits for the write in flight; release it once the suspend
-    // has closed the gate: its end_io then requeues it.
+    // has closed the gate: its end_io then requeues it into the held queue.
     let releaser = {
         let slow = slow.clone();
         let dev = dev.clone();
         std::thread::spawn(move || {
-            while !dev.info(false).suspended && slow.parked() > 0 {
-                slow.release();
+            while !dev.io_blocked() {
                 std::thread::sleep(Duration::from_millis(1));
             }
+            slow.release();
         })
     };
     e.suspend(&r, true).unwrap();
@@ -455,10 +455,10 @@ fn a_bio_requeued_during_a_flushing_suspend_fails() {
         let slow = slow.clone();
         let dev = dev.clone();
         std::thread::spawn(move || {
-            while !dev.info(false).suspended && slow.parked() > 0 {
-                slow.release();
+            while !dev.io_blocked() {
                 std::thread::sleep(Duration::from_millis(1));
             }
+            slow.release();
         })
     };
     e.suspend(&DevRef::name("rqf"), false).unwrap();

@@ -15,7 +15,12 @@ fn version_and_targets() {
     let v = d.ok(&["version"]);
     assert!(v.lines().any(|l| l == "Driver version:    4.48.0"), "{v}");
     assert!(v.starts_with("Library version:   "), "{v}");
-    assert_eq!(d.ok(&["targets"]), "zero             v1.2.0\nstriped          v1.6.0\nlinear           v1.4.0\nerror            v1.7.0\n");
+    assert_eq!(
+        d.ok(&["targets"]),
+        "dust             v1.0.0\nflakey           v1.5.0\ndelay            v1.4.0\n\
+         zero             v1.2.0\nstriped          v1.6.0\nlinear           v1.4.0\n\
+         error            v1.7.0\n"
+    );
     assert_eq!(
         d.ok(&["target-version", "linear", "zero"]),
         "linear           v1.4.0\nzero             v1.2.0\n"
