@@ -52,8 +52,9 @@ struct Args {
     #[arg(long)]
     direct_io: bool,
     /// How underlying files and block devices are read and written: `sync`
-    /// (pread/pwrite) or `uring` (io_uring; sync where the kernel refuses it).
-    #[arg(long, value_name = "ENGINE", default_value_t = IoEngine::Sync)]
+    /// (pread/pwrite) or `uring` (io_uring; sync, with a warning, where the kernel
+    /// refuses it).
+    #[arg(long, value_name = "ENGINE", env = "UDM_IO_ENGINE", default_value_t = IoEngine::Sync)]
     io_engine: IoEngine,
     /// Log filter (tracing env-filter syntax), e.g. `info` or `udm_core=debug`.
     #[arg(long, env = "UDM_LOG", default_value = "info")]
