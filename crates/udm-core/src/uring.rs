@@ -19,8 +19,9 @@
 //! submitter reaps what is there at once, on its own thread, like a pread. What
 //! completes later (a disk, O_DIRECT, a read the kernel hands to its workers) is
 //! reaped by the ring's completion thread, which waits in the kernel only while
-//! entries are outstanding and sleeps otherwise; a submitter that leaves entries
-//! outstanding wakes it. A short read or write is queued again for the rest; a
+//! entries are outstanding and sleeps otherwise; a submitter whose request did
+//! not finish during its own submission wakes it (so a page-cache read wakes no
+//! one). A short read or write is queued again for the rest; a
 //! read that meets the end of a file fails with EIO, as [`FileDev`] does.
 //!
 //! Memory. The kernel writes a read's bio window (or the request's own bounce
@@ -59,7 +60,11 @@ pub enum IoEngine {
     #[default]
     Sync,
     /// io_uring; where the kernel has none (or refuses it) the engine falls back
-    /// to `Sync` with a warning.
+    /// to `Sync` with a warning. One blocking read at a time of cached data is
+    /// slower than pread (an `io_uring_enter` costs more than a `pread`), and
+    /// much slower on filesystems whose reads io_uring cannot try without
+    /// blocking (tmpfs on Linux 6.18: every read goes to its worker threads);
+    /// it pays where many bios are in flight at once on slow devices.
     Uring,
 }
 
@@ -124,6 +129,9 @@ thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
     /// Test hook: the next ring set up on this thread fails.
     static FAIL_SETUP: Cell<bool> = const { Cell::new(false) };
+    /// The request this thread's current submission waits for (its id), until it
+    /// finishes on this thread.
+    static AWAIT: Cell<usize> = const { Cell::new(0) };
 }
 
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
@@ -341,9 +349,13 @@ impl Ring {
         }
     }
 
-    /// After a submission: reap what completed at once (on this thread), and make
-    /// sure the completion thread waits for whatever did not.
-    fn after_submit(&self) {
+    /// Submit `req` and reap what completed at once (a page-cache read, inside
+    /// the `io_uring_enter`), on this thread. If `req` did not finish here, the
+    /// completion thread is woken to wait for it.
+    fn submit(&self, req: Box<Req>) {
+        let id = req.id;
+        let outer = AWAIT.with(|a| a.replace(id));
+        self.queue(req);
         let depth = DEPTH.with(|d| d.get());
         if depth < MAX_DEPTH {
             let _nest = Nest::enter(depth);
@@ -353,7 +365,10 @@ impl Ring {
                 }
             }
         }
-        if self.outstanding.load(Ordering::SeqCst) > 0 {
+        // Still `id`: it did not finish on this thread (a nested submission that
+        // finished it counts as not: a needless wake-up is harmless, a missing one
+        // is not).
+        if AWAIT.with(|a| a.replace(outer)) == id {
             self.kick();
         }
     }
@@ -514,6 +529,8 @@ struct Req {
     /// Aligned memory for O_DIRECT I/O whose window is not aligned.
     bounce: Option<Bounce>,
     retries: u8,
+    /// Its address when submitted: tells its submitter whether it finished.
+    id: usize,
 }
 
 impl Req {
@@ -552,14 +569,14 @@ impl Req {
             let e = -res;
             if matches!(e, libc::EINTR | libc::EAGAIN | libc::ECANCELED) && self.retries < RETRIES {
                 self.retries += 1;
-                return ring.queue(self);
+                return self.requeue(ring);
             }
             match self.stage {
                 // Some files refuse RWF_DSYNC: write, then fdatasync (as FileDev does).
                 Stage::Write { dsync: true } if e == libc::EOPNOTSUPP => {
                     self.stage = Stage::Write { dsync: false };
                     self.sync_after = true;
-                    return ring.queue(self);
+                    return self.requeue(ring);
                 }
                 Stage::Allocate { .. }
                     if self.bio.op == Op::WriteZeroes
@@ -581,18 +598,35 @@ impl Req {
             self.done = (self.done + res as usize).min(self.len);
             self.retries = 0;
             if self.done < self.len {
-                return ring.queue(self);
+                return self.requeue(ring);
             }
         }
         if self.sync_after && self.stage != Stage::Sync {
             self.stage = Stage::Sync;
             self.retries = 0;
-            return ring.queue(self);
+            return self.requeue(ring);
         }
         self.finish(Ok(()))
     }
 
+    /// Queue the next step from a reap; whoever reaps it, the completion thread
+    /// is awake to wait for it.
+    fn requeue(self: Box<Self>, ring: &Ring) {
+        ring.queue(self);
+        ring.kick();
+    }
+
+    /// The request is done with the ring: its submitter need not wake anyone.
+    fn finished_here(&self) {
+        AWAIT.with(|a| {
+            if a.get() == self.id {
+                a.set(0);
+            }
+        });
+    }
+
     fn finish(self, r: Result<(), Errno>) {
+        self.finished_here();
         let Req {
             mut bio,
             mut bounce,
@@ -610,6 +644,7 @@ impl Req {
     /// The filesystem cannot zero a range with fallocate: write zeros, from the
     /// worker pool (not on the completion thread), unless only a fast zeroing will do.
     fn zero_by_writing(self) {
+        self.finished_here();
         let Req {
             bio,
             file,
@@ -773,7 +808,7 @@ impl BlockDev for UringDev {
                 )
             }
         };
-        let req = Box::new(Req {
+        let mut req = Box::new(Req {
             bio,
             file: Arc::clone(f),
             stage,
@@ -784,10 +819,10 @@ impl BlockDev for UringDev {
             sync_after,
             bounce,
             retries: 0,
+            id: 0,
         });
-        let ring = self.uring.ring();
-        ring.queue(req);
-        ring.after_submit();
+        req.id = &*req as *const Req as usize;
+        self.uring.ring().submit(req);
     }
 }
 
