@@ -119,7 +119,7 @@ pub const FILE_MAJOR: u32 = 0;
 pub struct FileDev {
     file: File,
     path: PathBuf,
-    is_block: bool,
+    pub(crate) is_block: bool,
     read_only: bool,
     /// Opened with O_DIRECT: memory must be aligned, so unaligned buffers bounce.
     direct: bool,
@@ -193,6 +193,10 @@ impl FileDev {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub(crate) fn raw_fd(&self) -> std::os::unix::io::RawFd {
+        self.file.as_raw_fd()
     }
 
     fn size_bytes(&self) -> u64 {
@@ -287,14 +291,14 @@ impl FileDev {
     }
 
     /// Whether `buf` can go to the kernel as it is (always, without O_DIRECT).
-    fn dio_ok(&self, ptr: *const u8, len: usize, offset: u64) -> bool {
+    pub(crate) fn dio_ok(&self, ptr: *const u8, len: usize, offset: u64) -> bool {
         !self.direct
             || (ptr as usize % DIO_ALIGN == 0
                 && len % DIO_ALIGN == 0
                 && offset % DIO_ALIGN as u64 == 0)
     }
 
-    fn write_zero_buffers(&self, mut offset: u64, len: u64) -> io::Result<()> {
+    pub(crate) fn write_zero_buffers(&self, mut offset: u64, len: u64) -> io::Result<()> {
         let zeros = vec![0u8; (len.min(1 << 20)) as usize];
         let end = offset + len;
         while offset < end {
@@ -312,19 +316,19 @@ impl FileDev {
 const DIO_ALIGN: usize = 4096;
 
 /// A zeroed buffer of `len` bytes whose start is aligned to [`DIO_ALIGN`].
-struct Bounce {
+pub(crate) struct Bounce {
     mem: Vec<u8>,
     start: usize,
     len: usize,
 }
 
 impl Bounce {
-    fn new(len: usize) -> Bounce {
+    pub(crate) fn new(len: usize) -> Bounce {
         let mem = vec![0u8; len + DIO_ALIGN];
         let start = mem.as_ptr().align_offset(DIO_ALIGN).min(DIO_ALIGN);
         Bounce { mem, start, len }
     }
-    fn slice(&mut self) -> &mut [u8] {
+    pub(crate) fn slice(&mut self) -> &mut [u8] {
         &mut self.mem[self.start..self.start + self.len]
     }
 }
@@ -344,7 +348,7 @@ fn identity(meta: &std::fs::Metadata) -> io::Result<(u64, u64)> {
 
 /// Whether a failed fallocate or BLKZEROOUT means "not supported here" (the
 /// filesystem or device has no such operation), as opposed to an I/O failure.
-fn not_supported(e: &io::Error) -> bool {
+pub(crate) fn not_supported(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::ENOSYS)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use crate::args::{parse_u32, parse_u64, split_args};
-use crate::blockdev::{BlockDev, DevNumber, FileDev};
+use crate::blockdev::{BlockDev, DevNumber};
 use crate::device::{Device, DeviceInfo, Geometry, OpenHandle};
 use crate::error::{Errno, Result};
 use crate::namespace::{check_name, check_uuid, dev_err, no_device, Namespace};
@@ -21,6 +21,7 @@ use crate::sector::Sector;
 use crate::services::Services;
 use crate::table::{Table, TargetSpec};
 use crate::target::StatusType;
+use crate::uring::{IoEngine, Uring};
 
 pub const NAME_MAX: usize = 127;
 pub const UUID_MAX: usize = 128;
@@ -34,6 +35,10 @@ pub struct EngineConfig {
     pub direct_io: bool,
     /// Where the FUSE mapper directory is mounted: paths under it name udm devices.
     pub mapper_dir: Option<PathBuf>,
+    /// How files and block devices are read and written (io_uring falls back to
+    /// synchronous I/O where it cannot be set up). The default is
+    /// [`IoEngine::from_env`]: sync unless `UDM_IO_ENGINE=uring`.
+    pub io_engine: IoEngine,
 }
 
 impl Default for EngineConfig {
@@ -42,6 +47,7 @@ impl Default for EngineConfig {
             major: 253,
             direct_io: false,
             mapper_dir: None,
+            io_engine: IoEngine::from_env(),
         }
     }
 }
@@ -92,7 +98,10 @@ pub struct EngineInner {
     graph: Mutex<()>,
     registry: Registry,
     pub(crate) config: EngineConfig,
-    pub(crate) pdevs: Mutex<HashMap<(u64, u64), Weak<FileDev>>>,
+    /// Files and block devices by identity (st_dev, st_ino): each is opened once.
+    pub(crate) pdevs: Mutex<HashMap<(u64, u64), Weak<dyn BlockDev>>>,
+    /// The io_uring rings, when `config.io_engine` asked for them and they exist.
+    pub(crate) uring: Option<Arc<Uring>>,
     /// In-process devices tables may name (`Engine::add_named_device`).
     pub(crate) named: Mutex<HashMap<String, Arc<dyn BlockDev>>>,
     pub(crate) next_file_minor: AtomicU32,
@@ -191,6 +200,7 @@ pub struct StatusLine {
 
 impl Engine {
     pub fn new(registry: Registry, config: EngineConfig) -> Engine {
+        let uring = crate::uring::for_config(&config);
         Engine {
             inner: Arc::new(EngineInner {
                 ns: Mutex::new(Namespace::default()),
@@ -198,6 +208,7 @@ impl Engine {
                 registry,
                 config,
                 pdevs: Mutex::new(HashMap::new()),
+                uring,
                 named: Mutex::new(HashMap::new()),
                 next_file_minor: AtomicU32::new(0),
                 global_event: Mutex::new(0),

@@ -24,6 +24,7 @@ pub mod services;
 pub mod table;
 pub mod target;
 pub mod testdev;
+pub mod uring;
 
 pub use arg_reader::ArgReader;
 pub use bio::{Bio, Op};
@@ -39,3 +40,4 @@ pub use table::{Table, TargetSpec};
 pub use target::{
     ima_name_version, EndIo, ExtentKind, IoHints, Mapped, StatusType, Target, TargetCtx,
 };
+pub use uring::{IoEngine, UringDev};

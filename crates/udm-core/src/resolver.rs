@@ -19,6 +19,7 @@ use crate::error::{DmError, Errno, Result};
 use crate::namespace::dev_err;
 use crate::sector::Sector;
 use crate::target::DevResolver;
+use crate::uring::UringDev;
 
 /// Resolves device arguments for one TABLE_LOAD on device `for_dev`.
 pub(crate) struct Resolver<'a> {
@@ -103,20 +104,24 @@ impl DevResolver for Resolver<'_> {
         if let Some(existing) = reusable(&cache, fd.key, read_only) {
             return Ok(existing);
         }
-        let fd = Arc::new(fd);
-        cache.insert(fd.key, Arc::downgrade(&fd));
+        let key = fd.key;
+        let dev: Arc<dyn BlockDev> = match &inner.uring {
+            Some(ring) => Arc::new(UringDev::new(Arc::new(fd), Arc::clone(ring))),
+            None => Arc::new(fd),
+        };
+        cache.insert(key, Arc::downgrade(&dev));
         cache.retain(|_, w| w.strong_count() > 0);
-        Ok(fd)
+        Ok(dev)
     }
 }
 
 /// A cached pdev that can serve a table opened `read_only` (a read-only pdev
 /// cannot serve a read-write table).
 fn reusable(
-    cache: &HashMap<(u64, u64), Weak<FileDev>>,
+    cache: &HashMap<(u64, u64), Weak<dyn BlockDev>>,
     key: (u64, u64),
     read_only: bool,
-) -> Option<Arc<FileDev>> {
+) -> Option<Arc<dyn BlockDev>> {
     cache
         .get(&key)
         .and_then(Weak::upgrade)

@@ -1,6 +1,8 @@
 //! Ratios of in-process I/O to pread, measured interleaved: each round times one
 //! batch of 4 KiB random reads through every variant in turn (pread, linear, 4-way
-//! striped), on the same file and buffer, the order rotating from round to round.
+//! striped over quarters of the file, 4-way striped over four files, each on the
+//! sync and on the io_uring engine), on the same buffer, the order rotating from
+//! round to round.
 //! A change in a shared machine then lands in all of a round's variants alike and
 //! cancels out of that round's ratio; a round is several short batches per variant
 //! and takes their median, so a batch that lost the CPU does not decide it. Prints per variant the median time per read,
@@ -12,7 +14,10 @@
 //! RATIO_OPS reads per batch (512), RATIO_WARMUP rounds dropped (5), RATIO_NOISE widest trusted ratio IQR (0.05),
 //! RATIO_GOAL ratio a variant should stay under (1.10), RATIO_MAX_LOAD highest trusted
 //! 1-minute load average (the number of cores), RATIO_FILE_MIB (256),
-//! RATIO_DIR (/dev/shm), RATIO_STRICT=1 to exit 3 when the run is too noisy.
+//! RATIO_DIR (/dev/shm), RATIO_STRICT=1 to exit 3 when the run is too noisy,
+//! RATIO_BLOCK_KIB read size (4; e.g. 1024 for 1 MiB reads, which the striped
+//! variants split into 16 pieces; RATIO_OPS then defaults to 8).
+//! The `_uring` variants are skipped (with a note) where io_uring is unavailable.
 //! Without `--bench` (`cargo test --benches`) it runs a few short rounds as a smoke test.
 
 mod common;
@@ -25,17 +30,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use udm_core::{DevRef, Device, Engine, EngineConfig, SECTOR_SHIFT};
+use udm_core::{DevRef, Device, Engine, EngineConfig, IoEngine, SECTOR_SHIFT};
 
-const BLOCK: usize = 4096;
 /// Offsets in the random sequence; a power of two so the cursor wraps with a mask.
 const OFFSETS: usize = 1 << 16;
 /// Below this many rounds an interquartile range says little.
 const MIN_TRUSTED_ROUNDS: usize = 20;
 
 /// The variants measured against pread: a name and the table mapping the backing
-/// file (`path`, `sectors` long). A new target's fast path is one more entry here.
-fn variants(path: &str, sectors: u64) -> Vec<(&'static str, String)> {
+/// file (`path`, `sectors` long) or its four quarter-size siblings (`parts`). Each
+/// runs on the sync engine and, as `<name>_uring`, on the io_uring engine. A new
+/// target's fast path is one more entry here.
+fn variants(path: &str, parts: &[String; 4], sectors: u64) -> Vec<(&'static str, String)> {
     let q = sectors / 4;
     vec![
         ("linear", format!("0 {sectors} linear {path} 0")),
@@ -45,6 +51,13 @@ fn variants(path: &str, sectors: u64) -> Vec<(&'static str, String)> {
                 "0 {sectors} striped 4 128 {path} 0 {path} {q} {path} {} {path} {}",
                 2 * q,
                 3 * q
+            ),
+        ),
+        (
+            "striped_4files",
+            format!(
+                "0 {sectors} striped 4 128 {} 0 {} 0 {} 0 {} 0",
+                parts[0], parts[1], parts[2], parts[3]
             ),
         ),
     ]
@@ -75,6 +88,7 @@ struct Settings {
     goal: f64,
     max_load: f64,
     file_mib: u64,
+    block: usize,
     dir: PathBuf,
     strict: bool,
 }
@@ -96,6 +110,17 @@ impl Settings {
         } else {
             (3, 3, 64, 1, 16)
         };
+        let block_kib: usize = env_or("RATIO_BLOCK_KIB", 4)?;
+        if block_kib == 0 || block_kib > 64 << 10 {
+            return Err("RATIO_BLOCK_KIB must be 1 to 65536".into());
+        }
+        let block = block_kib << 10;
+        // Big reads: fewer per batch, as many bytes as 512 4 KiB reads at least.
+        let ops = if block > 4096 {
+            (ops * 4096 / block).max(8)
+        } else {
+            ops
+        };
         let default_dir = if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
         } else {
@@ -110,6 +135,7 @@ impl Settings {
             goal: env_or("RATIO_GOAL", 1.10)?,
             max_load: env_or("RATIO_MAX_LOAD", common::cores() as f64)?,
             file_mib: env_or("RATIO_FILE_MIB", file_mib)?,
+            block,
             dir: env_or("RATIO_DIR", default_dir)?,
             strict: env_or("RATIO_STRICT", 0u8)? != 0,
         };
@@ -117,6 +143,9 @@ impl Settings {
             return Err(
                 "RATIO_ROUNDS, RATIO_REPS, RATIO_OPS and RATIO_FILE_MIB must be at least 1".into(),
             );
+        }
+        if (s.file_mib << 20) / 4 < s.block as u64 {
+            return Err("RATIO_FILE_MIB must hold four blocks of RATIO_BLOCK_KIB".into());
         }
         Ok(s)
     }
@@ -157,7 +186,7 @@ impl Spread {
 }
 
 /// splitmix64: offsets spread over the whole file with no stride a prefetcher follows.
-fn random_offsets(blocks: u64) -> Vec<u64> {
+fn random_offsets(blocks: u64, block: usize) -> Vec<u64> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     (0..OFFSETS)
         .map(|_| {
@@ -166,7 +195,7 @@ fn random_offsets(blocks: u64) -> Vec<u64> {
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^= z >> 31;
-            (z % blocks) * BLOCK as u64
+            (z % blocks) * block as u64
         })
         .collect()
 }
@@ -177,9 +206,12 @@ fn fill(path: &Path, bytes: u64) -> Result<(), String> {
     for (i, b) in chunk.iter_mut().enumerate() {
         *b = (i as u8).wrapping_mul(31) ^ 0x5a;
     }
-    for i in 0..(bytes >> 20) {
-        f.write_all_at(&chunk, i << 20)
+    let mut at = 0;
+    while at < bytes {
+        let n = (bytes - at).min(chunk.len() as u64) as usize;
+        f.write_all_at(&chunk[..n], at)
             .map_err(|e| format!("fill {}: {e}", path.display()))?;
+        at += n as u64;
     }
     Ok(())
 }
@@ -205,15 +237,41 @@ fn run(bench_mode: bool, filter: &[String]) -> Result<bool, String> {
     let load_start = common::load_1min();
     fill(&path, bytes)?;
 
+    let parts: [PathBuf; 4] = std::array::from_fn(|i| dir.path().join(format!("part{i}")));
+    for p in &parts {
+        fill(p, bytes / 4)?;
+    }
+
     let sectors = bytes >> SECTOR_SHIFT;
-    let engine = Engine::new(udm_targets::registry(), EngineConfig::default());
+    let engine_on = |io_engine| {
+        Engine::new(
+            udm_targets::registry(),
+            EngineConfig {
+                io_engine,
+                ..EngineConfig::default()
+            },
+        )
+    };
+    let engines = [
+        ("", engine_on(IoEngine::Sync)),
+        ("_uring", engine_on(IoEngine::Uring)),
+    ];
+    if engines[1].1.io_engine() != IoEngine::Uring {
+        println!("# io_uring unavailable here: no _uring variants");
+    }
     let file = File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
-    let mut names = vec!["pread"];
+    let mut names = vec!["pread".to_string()];
     let mut readers = vec![Reader::Pread(file)];
-    for (name, table) in variants(&path.display().to_string(), sectors) {
-        if filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())) {
-            readers.push(Reader::Device(setup_device(&engine, name, &table)?));
-            names.push(name);
+    let part_names = parts.each_ref().map(|p| p.display().to_string());
+    for (base, table) in variants(&path.display().to_string(), &part_names, sectors) {
+        for (suffix, engine) in &engines {
+            let name = format!("{base}{suffix}");
+            let wanted = filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+            let runs = suffix.is_empty() || engine.io_engine() == IoEngine::Uring;
+            if wanted && runs {
+                readers.push(Reader::Device(setup_device(engine, &name, &table)?));
+                names.push(name);
+            }
         }
     }
 
@@ -221,7 +279,7 @@ fn run(bench_mode: bool, filter: &[String]) -> Result<bool, String> {
         "# ratios: {} KiB random reads from a {} MiB file; {} rounds, each {} interleaved batches \
          of {} reads per variant (order rotating), the round's figure their median; \
          warm-up rounds dropped: {}{}",
-        BLOCK / 1024,
+        s.block / 1024,
         s.file_mib,
         s.rounds,
         s.reps,
@@ -233,8 +291,8 @@ fn run(bench_mode: bool, filter: &[String]) -> Result<bool, String> {
             " [smoke test: not --bench]"
         },
     );
-    let offsets = random_offsets(bytes / BLOCK as u64);
-    let mut buf = vec![0u8; BLOCK];
+    let offsets = random_offsets(bytes / s.block as u64, s.block);
+    let mut buf = vec![0u8; s.block];
     let n = readers.len();
     let mut ns: Vec<Vec<f64>> = vec![Vec::with_capacity(s.rounds); n];
     let mut reps: Vec<Vec<f64>> = vec![Vec::with_capacity(s.reps); n];
@@ -304,7 +362,7 @@ fn run(bench_mode: bool, filter: &[String]) -> Result<bool, String> {
             r.max,
         );
         if widest.is_none_or(|(w, _)| r.iqr() > w) {
-            widest = Some((r.iqr(), names[v]));
+            widest = Some((r.iqr(), names[v].as_str()));
         }
     }
     println!("# load at end: {}", common::load_average());

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
-use udm_core::{Engine, EngineConfig};
+use udm_core::{Engine, EngineConfig, IoEngine};
 use udmd::exports;
 use udmd::server::ControlServer;
 
@@ -51,6 +51,11 @@ struct Args {
     /// Open underlying files and block devices with O_DIRECT.
     #[arg(long)]
     direct_io: bool,
+    /// How underlying files and block devices are read and written: `sync`
+    /// (pread/pwrite) or `uring` (io_uring; sync, with a warning, where the kernel
+    /// refuses it).
+    #[arg(long, value_name = "ENGINE", env = "UDM_IO_ENGINE", default_value_t = IoEngine::Sync)]
+    io_engine: IoEngine,
     /// Log filter (tracing env-filter syntax), e.g. `info` or `udm_core=debug`.
     #[arg(long, env = "UDM_LOG", default_value = "info")]
     log: String,
@@ -126,8 +131,10 @@ fn main() -> anyhow::Result<()> {
         major: args.major,
         direct_io: args.direct_io,
         mapper_dir: mapper_dir.clone(),
+        io_engine: args.io_engine,
     };
     let engine = Engine::new(udm_targets::registry(), config);
+    tracing::info!(io_engine = %engine.io_engine(), "underlying I/O engine");
     #[cfg(feature = "ublk")]
     let ublk_exports = if args.ublk {
         Some(ublk::start(&engine, ublk::map_path(&socket)).context("--ublk")?)
