@@ -1,8 +1,9 @@
 //! The fuser `Filesystem`: one flat directory whose entries are the source's devices.
-//! Requests are answered on the fuser thread that read them, except device I/O that
-//! would wait, which is answered from its device's queue (see [`crate::queue`]).
+//! Requests are answered on the fuser thread that read them, except device I/O: aligned
+//! reads, writes, discards and zeroings and every flush are started on the fuser thread
+//! and answered from their completion, on whichever thread ends them; the rest (unaligned
+//! ranges, lseek) may wait, and is answered from its device's queue (see [`crate::queue`]).
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -19,7 +20,8 @@ use fuser::{
 use parking_lot::{Mutex, RwLock};
 use tracing::{debug, trace, warn};
 
-use crate::queue::{InlineSlots, IoQueue, Job};
+use crate::bufs::BufPool;
+use crate::queue::{IoQueue, Job};
 use crate::source::{MappedFile, MapperSource, SeekKind};
 
 /// Entry and attribute lifetime in the kernel's caches: none, so that renames, removals and
@@ -40,17 +42,10 @@ const FALLOC_KEEP_SIZE: i32 = libc::FALLOC_FL_KEEP_SIZE;
 const FALLOC_PUNCH_HOLE: i32 = libc::FALLOC_FL_PUNCH_HOLE;
 const FALLOC_ZERO_RANGE: i32 = libc::FALLOC_FL_ZERO_RANGE;
 
-thread_local! {
-    /// One read buffer per fuser thread, grown to the largest read seen.
-    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
 /// Settings the filesystem needs from the mount options.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FsConfig {
     pub(crate) direct_io: bool,
-    /// The fuser threads serving the mount.
-    pub(crate) threads: usize,
 }
 
 /// A FUSE open file: the device it was opened on, kept even if the device is removed
@@ -59,7 +54,7 @@ struct OpenFile {
     id: u64,
     file: Arc<dyn MappedFile>,
     writable: bool,
-    /// The device's queue for I/O that must not wait on a fuser thread.
+    /// The device's queue for the blocking I/O, which must not wait on a fuser thread.
     queue: Arc<IoQueue>,
 }
 
@@ -81,7 +76,8 @@ pub(crate) struct MapperFs {
     next_fh: AtomicU64,
     /// One queue per device with open files, shared by its opens.
     queues: Mutex<HashMap<u64, Weak<IoQueue>>>,
-    inline: InlineSlots,
+    /// Data buffers of asynchronous reads and writes, reused.
+    bufs: Arc<BufPool>,
 }
 
 fn ino_of(id: u64) -> Option<INodeNo> {
@@ -95,6 +91,12 @@ fn id_of(ino: INodeNo) -> Option<u64> {
 /// An errno from a [`MappedFile`], as FUSE wants it (positive; anything else is EIO).
 fn errno(e: i32) -> Errno {
     Errno::from_i32(e.checked_abs().unwrap_or(libc::EIO))
+}
+
+/// Whether `[offset, offset+len)` goes through the file's asynchronous methods.
+fn is_async(file: &dyn MappedFile, offset: u64, len: u64) -> bool {
+    file.async_granularity()
+        .is_some_and(|g| offset % g.get() == 0 && len % g.get() == 0)
 }
 
 /// Names the kernel cannot show as one directory entry.
@@ -115,7 +117,7 @@ impl MapperFs {
             open_files: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             queues: Mutex::new(HashMap::new()),
-            inline: InlineSlots::new(config.threads),
+            bufs: Arc::new(BufPool::default()),
         }
     }
 
@@ -186,19 +188,9 @@ impl MapperFs {
         q
     }
 
-    /// Runs `job` here when the device is not holding I/O and an inline slot is free,
-    /// else on the device's queue: a fuser thread never waits on a suspended device.
-    fn run_io(&self, io: &Io, job: impl FnOnce() + Send + 'static) {
-        if !io.file.held() {
-            if let Some(_slot) = self.inline.take() {
-                return job();
-            }
-        }
-        self.queue(io, Box::new(job));
-    }
-
-    /// Queues `job` on the device of `io`'s file (a file released meanwhile still has
-    /// its reply to send: it runs here).
+    /// Queues blocking I/O on the device of `io`'s file, so that a fuser thread never
+    /// waits on a suspended device (a file released meanwhile still has its reply to
+    /// send: it runs here).
     fn queue(&self, io: &Io, job: Job) {
         let queue = self
             .open_files
@@ -219,8 +211,23 @@ impl MapperFs {
     }
 }
 
-/// `fallocate` on a device, whose size cannot change.
-fn fallocate_file(file: &dyn MappedFile, offset: u64, len: u64, mode: i32) -> Result<(), Errno> {
+/// What a `fallocate` on a device (whose size cannot change) comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Falloc {
+    /// Nothing to do (an empty range, or one past the end with KEEP_SIZE).
+    Nothing,
+    /// A discard (punching a hole where a discard reads back as zeros).
+    Discard { offset: u64, len: u64 },
+    /// A zeroing.
+    Zeroes { offset: u64, len: u64 },
+}
+
+fn plan_fallocate(
+    file: &dyn MappedFile,
+    offset: u64,
+    len: u64,
+    mode: i32,
+) -> Result<Falloc, Errno> {
     let keep_size = mode & FALLOC_KEEP_SIZE != 0;
     let zero_range = match mode & !FALLOC_KEEP_SIZE {
         FALLOC_PUNCH_HOLE if keep_size => false,
@@ -235,15 +242,22 @@ fn fallocate_file(file: &dyn MappedFile, offset: u64, len: u64, mode: i32) -> Re
     }
     let end = end.min(size);
     if offset >= end {
-        return Ok(());
+        return Ok(Falloc::Nothing);
     }
     let len = end - offset;
-    let res = if !zero_range && file.discard_zeroes() {
-        file.discard(offset, len)
+    Ok(if !zero_range && file.discard_zeroes() {
+        Falloc::Discard { offset, len }
     } else {
-        file.write_zeroes(offset, len)
-    };
-    res.map_err(errno)
+        Falloc::Zeroes { offset, len }
+    })
+}
+
+/// Answers a request that ended with `r`.
+fn reply_empty(r: Result<(), i32>, reply: ReplyEmpty) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
 }
 
 /// Asks for `wanted` if the kernel has it; an old kernel just goes without.
@@ -379,10 +393,34 @@ impl Filesystem for MapperFs {
             Ok(io) => io,
             Err(e) => return reply.error(e),
         };
-        let file = Arc::clone(&io.file);
-        self.run_io(&io, move || {
-            read_reply(file.as_ref(), fh, offset, size, reply)
+        let end = offset.saturating_add(u64::from(size)).min(io.file.size());
+        let Some(len) = end
+            .checked_sub(offset)
+            .filter(|&l| l > 0)
+            .and_then(|l| usize::try_from(l).ok())
+        else {
+            // At or past the end: EOF.
+            return reply.data(&[]);
+        };
+        trace!(fh = fh.0, offset, len, "read");
+        let buf = self.bufs.zeroed(len);
+        let bufs = Arc::clone(&self.bufs);
+        let done: crate::IoDone = Box::new(move |r, buf| {
+            read_done(fh, offset, r, &buf, len, reply);
+            bufs.give(buf);
         });
+        if is_async(io.file.as_ref(), offset, len as u64) {
+            return io.file.read_async(offset, buf, done);
+        }
+        let file = Arc::clone(&io.file);
+        self.queue(
+            &io,
+            Box::new(move || {
+                let mut buf = buf;
+                let r = file.read(offset, &mut buf);
+                done(r, buf);
+            }),
+        );
     }
 
     fn write(
@@ -401,17 +439,42 @@ impl Filesystem for MapperFs {
             Ok(io) => io,
             Err(e) => return reply.error(e),
         };
-        // As run_io, but the payload is copied only when the write is queued.
-        if !io.file.held() {
-            if let Some(_slot) = self.inline.take() {
-                return write_reply(io.file.as_ref(), fh, offset, data, reply);
+        let size = io.file.size();
+        if data.is_empty() {
+            return reply.written(0);
+        }
+        if offset >= size {
+            return reply.error(Errno::ENOSPC);
+        }
+        // A write across the end is short, as on a block device.
+        let len = usize::try_from(size - offset).map_or(data.len(), |room| room.min(data.len()));
+        let Ok(written) = u32::try_from(len) else {
+            return reply.error(Errno::EINVAL);
+        };
+        trace!(fh = fh.0, offset, len, "write");
+        // The payload is fuser's, borrowed for this call: the request keeps a copy.
+        let buf = self.bufs.copy_of(&data[..len]);
+        let bufs = Arc::clone(&self.bufs);
+        let done: crate::IoDone = Box::new(move |r, buf| {
+            match r {
+                Ok(()) => reply.written(written),
+                Err(e) => {
+                    debug!(fh = fh.0, offset, len, errno = e, "write failed");
+                    reply.error(errno(e));
+                }
             }
+            bufs.give(buf);
+        });
+        if is_async(io.file.as_ref(), offset, len as u64) {
+            return io.file.write_async(offset, buf, done);
         }
         let file = Arc::clone(&io.file);
-        let data = data.to_vec();
         self.queue(
             &io,
-            Box::new(move || write_reply(file.as_ref(), fh, offset, &data, reply)),
+            Box::new(move || {
+                let r = file.write(offset, &buf);
+                done(r, buf);
+            }),
         );
     }
 
@@ -460,14 +523,17 @@ impl Filesystem for MapperFs {
             Ok(io) => io,
             Err(e) => return reply.error(e),
         };
-        let file = Arc::clone(&io.file);
-        self.run_io(&io, move || match file.flush() {
-            Ok(()) => reply.ok(),
-            Err(e) => {
+        let done: crate::Done = Box::new(move |r| {
+            if let Err(e) = r {
                 warn!(fh = fh.0, errno = e, "flush failed");
-                reply.error(errno(e));
             }
+            reply_empty(r, reply);
         });
+        if io.file.async_granularity().is_some() {
+            return io.file.flush_async(done);
+        }
+        let file = Arc::clone(&io.file);
+        self.queue(&io, Box::new(move || done(file.flush())));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -550,13 +616,27 @@ impl Filesystem for MapperFs {
             Ok(io) => io,
             Err(e) => return reply.error(e),
         };
+        let plan = match plan_fallocate(io.file.as_ref(), offset, length, mode) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        let done: crate::Done = Box::new(move |r| reply_empty(r, reply));
         let file = Arc::clone(&io.file);
-        self.run_io(&io, move || {
-            match fallocate_file(file.as_ref(), offset, length, mode) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
+        match plan {
+            Falloc::Nothing => done(Ok(())),
+            Falloc::Discard { offset, len } if is_async(file.as_ref(), offset, len) => {
+                file.discard_async(offset, len, done)
             }
-        });
+            Falloc::Zeroes { offset, len } if is_async(file.as_ref(), offset, len) => {
+                file.write_zeroes_async(offset, len, done)
+            }
+            Falloc::Discard { offset, len } => {
+                self.queue(&io, Box::new(move || done(file.discard(offset, len))))
+            }
+            Falloc::Zeroes { offset, len } => {
+                self.queue(&io, Box::new(move || done(file.write_zeroes(offset, len))))
+            }
+        }
     }
 
     fn lseek(
@@ -580,14 +660,16 @@ impl Filesystem for MapperFs {
         let Ok(offset) = u64::try_from(offset) else {
             return reply.error(Errno::ENXIO);
         };
+        // A map of the device: it may wait for a suspended device, so it is queued.
         let file = Arc::clone(&io.file);
-        self.run_io(&io, move || {
-            match file.seek(offset, kind).map(i64::try_from) {
+        self.queue(
+            &io,
+            Box::new(move || match file.seek(offset, kind).map(i64::try_from) {
                 Ok(Ok(pos)) => reply.offset(pos),
                 Ok(Err(_)) => reply.error(Errno::EOVERFLOW),
                 Err(e) => reply.error(errno(e)),
-            }
-        });
+            }),
+        );
     }
 
     // No extended attributes, answered as a filesystem without them answers (fuser's
@@ -612,51 +694,29 @@ impl Filesystem for MapperFs {
     }
 }
 
-/// A READ within or across the end of the file: EOF is an empty reply.
-fn read_reply(file: &dyn MappedFile, fh: FileHandle, offset: u64, size: u32, reply: ReplyData) {
-    let end = offset.saturating_add(u64::from(size)).min(file.size());
-    let Some(len) = end
-        .checked_sub(offset)
-        .and_then(|l| usize::try_from(l).ok())
-    else {
-        // At or past the end: EOF.
-        return reply.data(&[]);
-    };
-    trace!(fh = fh.0, offset, len, "read");
-    READ_BUF.with_borrow_mut(|buf| {
-        if buf.len() < len {
-            buf.resize(len, 0);
+/// Answers a READ of `len` bytes that ended with `r`, the data in `buf`.
+fn read_done(
+    fh: FileHandle,
+    offset: u64,
+    r: Result<(), i32>,
+    buf: &[u8],
+    len: usize,
+    reply: ReplyData,
+) {
+    match (r, buf.get(..len)) {
+        (Ok(()), Some(data)) => reply.data(data),
+        (Ok(()), None) => {
+            warn!(
+                fh = fh.0,
+                offset,
+                len,
+                got = buf.len(),
+                "a read gave back a short buffer"
+            );
+            reply.error(Errno::EIO);
         }
-        let data = &mut buf[..len];
-        match file.read(offset, data) {
-            Ok(()) => reply.data(data),
-            Err(e) => {
-                debug!(fh = fh.0, offset, len, errno = e, "read failed");
-                reply.error(errno(e));
-            }
-        }
-    });
-}
-
-/// A WRITE: short across the end of the device, ENOSPC at or past it.
-fn write_reply(file: &dyn MappedFile, fh: FileHandle, offset: u64, data: &[u8], reply: ReplyWrite) {
-    let size = file.size();
-    if data.is_empty() {
-        return reply.written(0);
-    }
-    if offset >= size {
-        return reply.error(Errno::ENOSPC);
-    }
-    // A write across the end is short, as on a block device.
-    let len = usize::try_from(size - offset).map_or(data.len(), |room| room.min(data.len()));
-    let Ok(written) = u32::try_from(len) else {
-        return reply.error(Errno::EINVAL);
-    };
-    trace!(fh = fh.0, offset, len, "write");
-    match file.write(offset, &data[..len]) {
-        Ok(()) => reply.written(written),
-        Err(e) => {
-            debug!(fh = fh.0, offset, len, errno = e, "write failed");
+        (Err(e), _) => {
+            debug!(fh = fh.0, offset, len, errno = e, "read failed");
             reply.error(errno(e));
         }
     }

@@ -7,15 +7,19 @@
 //!
 //! # Design choices
 //!
-//! * **Threads.** fuser 0.18 runs its session on `n` threads itself (`Config::n_threads`,
-//!   each thread blocking on its own `FUSE_DEV_IOC_CLONE`d `/dev/fuse` fd), so READ, WRITE,
-//!   FSYNC and FALLOCATE run on [`MountOptions::threads`] threads and reply in place. A
-//!   hand-off of every request to a separate pool would only add a copy of every write
-//!   payload. Only I/O that would wait is handed off: a request of a device that is
-//!   [`held`](MappedFile::held) (suspended), or one that finds every inline slot (one
-//!   fewer than the threads) taken, goes to its device's queue and is replied to from that
-//!   queue's worker (one per device, started on demand, ended when idle). So a suspended
-//!   device never blocks lookups, listings, attributes or another device's I/O.
+//! * **Threads, and I/O that waits.** fuser 0.18 runs its session on `n` threads itself
+//!   (`Config::n_threads`, each thread blocking on its own `FUSE_DEV_IOC_CLONE`d `/dev/fuse`
+//!   fd, [`MountOptions::threads`]). Device I/O is asynchronous: a READ, WRITE, FSYNC or
+//!   FALLOCATE of an aligned range ([`MappedFile::async_granularity`]) is started on the
+//!   fuser thread with an owned buffer ([`MappedFile::read_async`], ...) and answered from
+//!   its completion, on whichever thread ends it (fuser's replies are `Send`). So a request
+//!   the device holds (suspended, or a `delay` target) holds no thread, and as many
+//!   requests as the kernel sends are in flight at once, however few the threads. Buffers
+//!   are reused (`bufs.rs`); a write's payload is copied once, out of fuser's read buffer.
+//!   Unaligned ranges and lseek use blocking calls, which may wait: they go to their
+//!   device's queue and are answered from its worker (one per device, started on demand,
+//!   ended when idle; see `queue.rs`), so a suspended device never blocks lookups,
+//!   listings, attributes or another device's I/O.
 //! * **No stale names.** Lookups and readdir ask [`MapperSource::list`] every time and entry
 //!   and attribute TTLs are 0, so creations, removals, renames and resizes show at once.
 //!   The inode number of a device is `id + 2` (1 is the directory).
@@ -52,6 +56,7 @@
 //!   `/dev/fuse` fd) and unmounted exactly once, here; without privilege fuser mounts
 //!   through `fusermount3` and unmounts (lazily) when the session is dropped.
 
+mod bufs;
 mod error;
 mod fs;
 mod mount;
@@ -61,4 +66,4 @@ mod source;
 
 pub use error::FuseError;
 pub use mount::{create_mount_point, mount, MapperMount, MountOptions};
-pub use source::{MappedFile, MapperSource, SeekKind};
+pub use source::{Done, IoDone, MappedFile, MapperSource, SeekKind};

@@ -30,11 +30,11 @@ pub struct MountOptions {
     /// Let users other than the mounting one see the directory (`allow_other`); file
     /// permissions (0600, owner = the mounting uid) are still checked by the kernel.
     pub allow_other: bool,
-    /// FUSE threads serving requests (default 5: four run I/O inline, as the four of
-    /// the mount before held I/O moved off them did); reads and writes run on all but one of them in
-    /// parallel (the last is kept free of device I/O, so that a device suspended at the
-    /// wrong moment cannot take every thread; with 1 thread all I/O runs on per-device
-    /// workers).
+    /// FUSE threads reading requests (default 5). They start device I/O and return to the
+    /// next request without waiting for it (see the crate doc), so more threads do not mean
+    /// more requests in flight; they matter for work done on the thread that starts a
+    /// request (copying a write's payload, and I/O that a device carries out at once, such
+    /// as reading a file under a linear target).
     pub threads: usize,
     /// Open every file with `FOPEN_DIRECT_IO` (no page cache of our own; see the crate doc).
     /// Off only to compare.
@@ -115,7 +115,6 @@ pub fn mount(
         source,
         FsConfig {
             direct_io: opts.direct_io,
-            threads: opts.threads,
         },
     );
     let mut config = Config::default();

@@ -1,20 +1,18 @@
-//! Held I/O off the FUSE threads. Device I/O normally runs on the fuser thread that read
-//! the request; a request that would wait (its device is suspended), or one that finds
-//! every inline slot taken, is queued instead on its device's [`IoQueue`] and replied to
-//! from that queue's worker thread (fuser's replies are `Send`).
+//! Blocking I/O off the FUSE threads. Aligned reads and writes, flushes, discards and
+//! zeroings of a file with an asynchronous path
+//! ([`MappedFile::async_granularity`](crate::MappedFile::async_granularity)) are started on
+//! the fuser thread and answered from their completion, and never come here. What is left
+//! may wait (a suspended device holds it until resume): unaligned ranges, done with the
+//! blocking methods, lseek's map of the device, and all I/O of a file without an
+//! asynchronous path. Those are queued on their device's [`IoQueue`] and replied to from that queue's worker thread
+//! (fuser's replies are `Send`), so a held device never blocks lookups, listings,
+//! attributes or another device's I/O.
 //!
-//! Why this shape: the hot path stays a direct call (two atomic operations more, no
-//! copy, no thread hop), and the cost of a held device is bounded per device, not by the
-//! mount's thread count: a device has at most one worker, started when it first has
-//! queued work and ended after [`IDLE`] without any, so no request spawns a thread of its
-//! own. The inline slots (one fewer than the fuser threads) cover the race a
-//! [`MappedFile::held`](crate::MappedFile::held) check cannot: a request that passed the
-//! check just before its device was suspended waits on its fuser thread, but such
-//! waiters can never take the last thread, which keeps serving lookups, attributes,
-//! listings and every other device's I/O through the queues.
+//! The cost of a held device is bounded per device, not by the number of requests: a
+//! device has at most one worker, started when it first has queued work and ended after
+//! [`IDLE`] without any, so no request spawns a thread of its own.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,8 +31,8 @@ struct State {
     worker: bool,
 }
 
-/// The queue of one device's requests that must not run on a fuser thread; they run in
-/// order on one worker thread.
+/// The queue of one device's blocking requests, which must not run on a fuser thread;
+/// they run in order on one worker thread.
 #[derive(Default)]
 pub(crate) struct IoQueue {
     state: Mutex<State>,
@@ -83,41 +81,6 @@ impl IoQueue {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Inline I/O slots shared by the fuser threads of one mount.
-pub(crate) struct InlineSlots {
-    used: AtomicUsize,
-    max: usize,
-}
-
-/// One inline slot, given back on drop.
-pub(crate) struct Slot<'a>(&'a InlineSlots);
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.used.fetch_sub(1, Ordering::Release);
-    }
-}
-
-impl InlineSlots {
-    /// `threads - 1` slots: one fuser thread is always free of device I/O.
-    pub(crate) fn new(threads: usize) -> Self {
-        InlineSlots {
-            used: AtomicUsize::new(0),
-            max: threads.saturating_sub(1),
-        }
-    }
-
-    pub(crate) fn take(&self) -> Option<Slot<'_>> {
-        let prev = self.used.fetch_add(1, Ordering::Acquire);
-        if prev < self.max {
-            Some(Slot(self))
-        } else {
-            self.used.fetch_sub(1, Ordering::Release);
-            None
         }
     }
 }

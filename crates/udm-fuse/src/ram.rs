@@ -6,6 +6,7 @@
 //! show up.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -145,6 +146,11 @@ impl MappedFile for RamFile {
 
     fn discard_zeroes(&self) -> bool {
         self.discard_zeroes
+    }
+
+    /// RAM never waits: every request takes the asynchronous path, which runs it at once.
+    fn async_granularity(&self) -> Option<NonZeroU64> {
+        NonZeroU64::new(1)
     }
 
     fn opened(&self) {

@@ -1,7 +1,15 @@
 //! The seam to the engine: what the mapper directory lists and what each file reads and
 //! writes. Errors are plain errnos, passed to the FUSE caller unchanged.
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
+
+/// The end of an asynchronous read or write: the result and the buffer the call was given
+/// (for a read, now holding the data). Runs exactly once, on any thread.
+pub type IoDone = Box<dyn FnOnce(Result<(), i32>, Vec<u8>) + Send>;
+
+/// The end of an asynchronous flush, discard or zeroing. Runs exactly once, on any thread.
+pub type Done = Box<dyn FnOnce(Result<(), i32>) + Send>;
 
 /// What `lseek` is looking for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +23,13 @@ pub enum SeekKind {
 
 /// One mapped device, seen as a file. Every method may be called from several FUSE
 /// threads at once.
+///
+/// Two ways of doing I/O: the blocking methods ([`read`](Self::read), ...), which may wait
+/// (a suspended device holds I/O until it is resumed) and are therefore called off the FUSE
+/// threads, from the device's queue; and the asynchronous ones ([`read_async`](Self::read_async),
+/// ...), called on the FUSE thread for ranges aligned to
+/// [`async_granularity`](Self::async_granularity), which must not wait for held I/O: they
+/// start the request and return, and the request's end answers FUSE.
 pub trait MappedFile: Send + Sync {
     /// The current size in bytes.
     fn size(&self) -> u64;
@@ -50,12 +65,36 @@ pub trait MappedFile: Send + Sync {
             SeekKind::Hole => size,
         })
     }
-    /// Whether I/O would wait now (a suspended device holds it until resumed). Such
-    /// requests are answered from a per-device queue, off the FUSE threads, so that a
-    /// held device never blocks the directory or another device. Called on every request:
-    /// keep it to an atomic load.
-    fn held(&self) -> bool {
-        false
+    /// Reads, writes, discards and zeroings whose offset and length are multiples of this
+    /// go through the `_async` methods, on the FUSE thread; flushes always do. `None` (the
+    /// default): every request uses the blocking methods, from the device's queue.
+    fn async_granularity(&self) -> Option<NonZeroU64> {
+        None
+    }
+    /// Start reading `buf.len()` bytes at `offset` (aligned, within the size) into `buf`;
+    /// `done` gets the result and `buf` back. Must not wait for held I/O. The default reads
+    /// with [`read`](Self::read) here: right only for a file whose I/O never waits (RAM).
+    fn read_async(&self, offset: u64, mut buf: Vec<u8>, done: IoDone) {
+        let r = self.read(offset, &mut buf);
+        done(r, buf);
+    }
+    /// Start writing `buf` at `offset` (aligned, within the size); `done` gets the result
+    /// and `buf` back. Must not wait for held I/O (default: [`write`](Self::write) here).
+    fn write_async(&self, offset: u64, buf: Vec<u8>, done: IoDone) {
+        let r = self.write(offset, &buf);
+        done(r, buf);
+    }
+    /// Start a [`flush`](Self::flush). Must not wait for held I/O (default: the flush here).
+    fn flush_async(&self, done: Done) {
+        done(self.flush());
+    }
+    /// Start a [`discard`](Self::discard) of an aligned range (default: the discard here).
+    fn discard_async(&self, offset: u64, len: u64, done: Done) {
+        done(self.discard(offset, len));
+    }
+    /// Start a [`write_zeroes`](Self::write_zeroes) of an aligned range (default: here).
+    fn write_zeroes_async(&self, offset: u64, len: u64, done: Done) {
+        done(self.write_zeroes(offset, len));
     }
     /// A FUSE open of this file (the engine counts opens).
     fn opened(&self) {}

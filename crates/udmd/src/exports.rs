@@ -348,6 +348,34 @@ struct FuseFile {
     opens: Mutex<Vec<OpenHandle>>,
 }
 
+impl FuseFile {
+    /// A FUSE data completion, as a bio's.
+    fn io_done(done: udm_fuse::IoDone) -> impl FnOnce(Result<(), Errno>, Vec<u8>) + Send {
+        move |r, buf| done(r.map_err(|e| e.0), buf)
+    }
+
+    /// A FUSE completion without data, as a bio's.
+    fn done(done: udm_fuse::Done) -> impl FnOnce(Result<(), Errno>) + Send {
+        move |r| done(r.map_err(|e| e.0))
+    }
+
+    /// Zeroes whole sectors with a bio whose completion answers `done`.
+    fn submit_zeroes(&self, offset: u64, len: u64, may_unmap: bool, done: udm_fuse::Done) {
+        let (sector, sectors) = (offset / SECTOR, len / SECTOR);
+        let mut bio = udm_core::Bio::without_data(
+            udm_core::Op::WriteZeroes,
+            sector,
+            sectors,
+            Self::done(done),
+        );
+        bio.may_unmap = may_unmap;
+        self.bytes.dev.submit(bio);
+    }
+}
+
+/// The FUSE side is asynchronous for whole sectors: a request becomes a bio over an owned
+/// buffer, and its completion answers FUSE, so a bio that the device holds (suspended, or
+/// a `delay` target) holds no thread. Unaligned ranges keep the blocking byte I/O below.
 impl udm_fuse::MappedFile for FuseFile {
     fn size(&self) -> u64 {
         self.bytes.size()
@@ -355,9 +383,30 @@ impl udm_fuse::MappedFile for FuseFile {
     fn read_only(&self) -> bool {
         self.bytes.dev.read_only()
     }
-    fn held(&self) -> bool {
-        // A suspended device holds I/O until it is resumed (or removed).
-        self.bytes.dev.is_suspended()
+    fn async_granularity(&self) -> Option<std::num::NonZeroU64> {
+        std::num::NonZeroU64::new(SECTOR)
+    }
+    fn read_async(&self, offset: u64, buf: Vec<u8>, done: udm_fuse::IoDone) {
+        let op = udm_core::Op::Read;
+        let bio = udm_core::Bio::with_buffer(op, offset / SECTOR, buf, Self::io_done(done));
+        self.bytes.dev.submit(bio);
+    }
+    fn write_async(&self, offset: u64, buf: Vec<u8>, done: udm_fuse::IoDone) {
+        let op = udm_core::Op::Write;
+        let bio = udm_core::Bio::with_buffer(op, offset / SECTOR, buf, Self::io_done(done));
+        self.bytes.dev.submit(bio);
+    }
+    fn flush_async(&self, done: udm_fuse::Done) {
+        let op = udm_core::Op::Flush;
+        let bio = udm_core::Bio::without_data(op, 0, 0, Self::done(done));
+        self.bytes.dev.submit(bio);
+    }
+    fn discard_async(&self, offset: u64, len: u64, done: udm_fuse::Done) {
+        // As `discard`: zeroes that may deallocate.
+        self.submit_zeroes(offset, len, true, done);
+    }
+    fn write_zeroes_async(&self, offset: u64, len: u64, done: udm_fuse::Done) {
+        self.submit_zeroes(offset, len, false, done);
     }
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), i32> {
         self.bytes.read(offset, buf).map_err(|e| e.0)
