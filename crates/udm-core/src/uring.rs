@@ -50,7 +50,7 @@ use crate::bio::{Bio, Op};
 use crate::blockdev::{not_supported, BlockDev, Bounce, DevNumber, FileDev};
 use crate::engine::{Engine, EngineConfig};
 use crate::error::Errno;
-use crate::sector::SECTOR_SHIFT;
+use crate::sector::Sector;
 
 /// How files and block devices are read and written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -740,9 +740,9 @@ impl BlockDev for UringDev {
         true
     }
 
-    fn submit(&self, mut bio: Bio, sector: u64) {
+    fn submit(&self, mut bio: Bio, sector: Sector) {
         let f = &self.file;
-        let off = sector << SECTOR_SHIFT;
+        let off = sector.bytes();
         let (stage, ptr, len, bounce, sync_after) = match bio.op {
             Op::Read => {
                 let Some(buf) = bio.data_mut() else {
@@ -829,6 +829,7 @@ impl BlockDev for UringDev {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sector::SECTOR_SHIFT;
     use std::sync::mpsc;
     use std::time::Instant;
 
@@ -878,7 +879,7 @@ mod tests {
         let Some((_dir, dev)) = setup(64) else { return };
         fn next(dev: Arc<UringDev>, n: u32, tx: mpsc::Sender<Result<(), Errno>>) {
             let d = Arc::clone(&dev);
-            let sector = u64::from(n % 64);
+            let sector = Sector(u64::from(n % 64));
             let bio = Bio::with_buffer(Op::Write, sector, vec![n as u8; 512], move |r, _| {
                 if n == 0 || r.is_err() {
                     let _ = tx.send(r);
@@ -906,7 +907,7 @@ mod tests {
         let bio = Bio::with_buffer(Op::Read, 4, vec![0u8; 4096], move |r, b| {
             let _ = tx.send((r, b));
         });
-        dev.submit(bio, 4);
+        dev.submit(bio, Sector(4));
         let (r, b) = rx.recv().unwrap();
         assert_eq!(r, Err(Errno::EIO));
         assert!(b[..2048].iter().all(|&x| x == 1), "the part before the end");
