@@ -7,7 +7,9 @@
 # halves, 2048 linear chunks) and resumed several times; I/O issued while suspended must be
 # held, not failed; afterwards every file and the pattern must read back intact and e2fsck must
 # be clean. Then a reload that shrinks w must show on its ublk device (re-added: 6.12 has no
-# UPDATE_SIZE). Last, `remove` must delete the ublk device, and SIGTERM the rest.
+# UPDATE_SIZE). Then 32 concurrent O_DIRECT reads of a `delay` device (1000 ms) must end in
+# about one delay period (not one per request), without a udmd thread each. Last, `remove`
+# must delete the ublk device, and SIGTERM the rest.
 # Usage: sudo tests/kernel-vm/ublk.sh   (env: KERNEL_VM, UDMD, UDMSETUP, KEEP=1, UDM_NO_BUILD=1)
 # udmd must be built with `--features ublk` (needs libclang-dev); this script builds it so
 # unless UDMD is given or UDM_NO_BUILD=1.
@@ -182,6 +184,42 @@ got=$(dd if=$BW bs=64k count=256 iflag=direct 2>/dev/null | md5sum | cut -c1-32)
 [ "$(cat /sys/block/ublkb$WID/size 2>/dev/null)" = 65536 ] && [ "$got" = "$want" ] && r resize "ok $BW" ||
   r resize "FAIL $BW size $(cat /sys/block/ublkb$WID/size 2>/dev/null)"
 
+# --- a delay device: many O_DIRECT reads in flight at once are held by the target, not by
+# threads of udmd: they end together, in about one delay period (one period per request
+# would be $NR s), and udmd's thread count does not grow with them.
+NR=32 DLY=1000
+echo "0 8192 delay /dev/vda 0 0" >/tmp/d0
+echo "0 8192 delay /dev/vda 0 $DLY" >/tmp/d1
+# Exported without a delay (the kernel reads the partition table), then delayed.
+if $DM create d /tmp/d0 && DID=$(ublk_of d) && $DM suspend d && $DM load d /tmp/d1 && $DM resume d; then
+  BD=/dev/ublkb$DID
+  ms() { echo $(($(cut -d' ' -f1 /proc/uptime | tr -d .) * 10)); }
+  nthreads() { ls /proc/$UPID/task | wc -l; }
+  th0=$(nthreads) t0=$(ms) pids=
+  for i in $(seq 0 $((NR - 1))); do
+    dd if=$BD of=/tmp/dr.$i bs=4096 count=1 skip=$i iflag=direct 2>/dev/null &
+    pids="$pids $!"
+  done
+  sleep 0.5
+  th1=$(nthreads)
+  failed=0
+  for p in $pids; do wait $p || failed=$((failed + 1)); done
+  el=$(($(ms) - t0))
+  bad=0
+  for i in $(seq 0 $((NR - 1))); do
+    dd if=/dev/vda bs=4096 count=1 skip=$i iflag=direct 2>/dev/null | cmp -s - /tmp/dr.$i || bad=$((bad + 1))
+  done
+  echo "delay: $NR reads of a ${DLY} ms delay device in $el ms; udmd threads $th0 before, $th1 meanwhile"
+  if [ $failed = 0 ] && [ $bad = 0 ] && [ $el -ge $DLY ] && [ $el -lt $((4 * DLY)) ] && [ $th1 -lt $((th0 + NR / 4)) ]; then
+    r delay_concurrent "ok $NR reads in $el ms, threads $th0 -> $th1"
+  else
+    r delay_concurrent "FAIL $failed failed, $bad wrong, $el ms, threads $th0 -> $th1"
+  fi
+  $DM remove d || r delay_concurrent "FAIL remove"
+else
+  r delay_concurrent "FAIL setup"
+fi
+
 # --- removal and shutdown -----------------------------------------------------------------------
 $DM remove v && r remove ok || r remove FAIL
 for i in $(seq 50); do [ -e $B ] || grep -q ' v$' $D/ublk-map || break; sleep 0.1; done
@@ -202,12 +240,12 @@ run_vm_bg "$W/vm.log" --copy "$W/bin/udmd" --copy "$W/bin/udmsetup" --disk "$W/a
 wait "$VM_PID" || vm_rc=$?; VM_PID=
 log "VM done in $(($(date +%s) - t0)) s"
 tr -d '\r' <"$W/vm.log" >"$W/vm.txt"
-grep -E '^(map|e2fsck[12]|dmesg|udmd|@@)' "$W/vm.txt" || true
+grep -E '^(map|delay|e2fsck[12]|dmesg|udmd|@@)' "$W/vm.txt" || true
 grep -q '^@@END' "$W/vm.txt" || { tail -30 "$W/vm.txt"; fail "the VM did not finish (rc=$vm_rc)"; }
 res() { sed -n "s/^@@R $1=//p" "$W/vm.txt" | tail -1; }
 for t in control udmd create bdev id_is_minor size mkfs write fsck reread cycles held_io file_writes \
-         raw_writes swapped active size_kept umount2 fsck2 files_intact pattern_intact resize remove \
-         ublk_deleted shutdown kernel_log; do
+         raw_writes swapped active size_kept umount2 fsck2 files_intact pattern_intact resize \
+         delay_concurrent remove ublk_deleted shutdown kernel_log; do
   v=$(res "$t")
   case $v in ok*) pass "guest: $t${v#ok}" ;; *) fail "guest: $t (${v:-no result})" ;; esac
 done

@@ -2,7 +2,7 @@
 //! from user space through the kernel's ublk driver (`ublk_drv`, Linux 6.0+).
 //!
 //! The crate knows nothing of the engine: a device is an [`Export`] (sector I/O that
-//! may block, for instance while the device is suspended). What is always built is
+//! is started and ends later, for instance after a suspended device is resumed). What is always built is
 //! the part that needs no kernel: decoding and serving one request ([`request`]) and
 //! deciding which devices to add, resize or delete ([`plan`]). The kernel side,
 //! [`UblkDevice`], is behind the `libublk` cargo feature because libublk's bindings
@@ -13,16 +13,26 @@
 //! * **One thread per device owns its control handle.** libublk's control ring is
 //!   thread-local, so a device's `UblkCtrl` is created, started, resized and stopped
 //!   on one thread, which otherwise sleeps on a command channel.
-//! * **The queue thread never blocks on the device.** Every request is handed to a
-//!   blocking thread pool (`smol::unblock`); the queue thread keeps serving other tags
-//!   meanwhile. A suspended device therefore holds its requests in the pool until
-//!   resume (they are never failed), while the queue stays responsive. A worker that
-//!   finishes wakes the queue thread through an eventfd polled on the queue's io_uring.
+//! * **A request holds no thread.** The queue thread starts each request on the export
+//!   and goes back to its ring; the request's completion, on whichever thread ends it,
+//!   hands the result to the tag and wakes the queue thread through an eventfd polled on
+//!   the queue's io_uring, and the queue thread commits the tag (ublk takes commands of a
+//!   queue from its own thread only). There is no thread pool in between: a request that
+//!   the device holds (suspended until resume, or a `delay` target) costs no thread, and
+//!   any number of them, up to the queue depth, wait at once. A request the device carries
+//!   out at once (a file under a linear target) runs on the queue thread and commits
+//!   without a wake-up.
+//! * **Data moves through an owned buffer.** The kernel copies a tag's data into and out
+//!   of the tag's registered buffer; a request carries its data in a `Vec` that the export
+//!   owns until it ends (a bio's buffer), reused by the tag's next request, so the data is
+//!   copied once more between the two ([`request::serve`], [`request::finish`]).
 //! * **Sizes are fixed at add.** A size change is tried with `UPDATE_SIZE` (Linux
 //!   6.16+); where that fails the caller re-adds the device (see [`plan`]).
 
 pub mod plan;
 pub mod request;
+#[cfg(any(feature = "libublk", test))]
+mod slot;
 
 #[cfg(feature = "libublk")]
 mod kernel;
@@ -50,20 +60,27 @@ pub const fn compiled_in() -> bool {
     cfg!(feature = "libublk")
 }
 
-/// A device served over ublk. All I/O is in whole 512-byte sectors; errors are
-/// positive errno values. Calls may block (a suspended device holds them).
+/// The end of a read or write: the result (`Err` holds a positive errno) and the buffer
+/// the request was given back (a read's now holding the data). Runs exactly once, on
+/// whichever thread ends the request.
+pub type IoDone = Box<dyn FnOnce(Result<(), i32>, Vec<u8>) + Send>;
+
+/// The end of a flush, discard or write-zeroes request.
+pub type Done = Box<dyn FnOnce(Result<(), i32>) + Send>;
+
+/// A device served over ublk. All I/O is in whole 512-byte sectors; errors are positive
+/// errno values. Every call starts a request and returns without waiting for it: its
+/// `done` runs exactly once, from whichever thread ends it, possibly before the call
+/// returns. A device may hold a request as long as it needs to (a suspended device holds
+/// it until resume); that must hold no thread.
 pub trait Export: Send + Sync + 'static {
-    fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), i32>;
-    fn write(&self, sector: u64, buf: &[u8], fua: bool) -> Result<(), i32>;
-    fn flush(&self) -> Result<(), i32>;
-    fn discard(&self, sector: u64, sectors: u64) -> Result<(), i32>;
-    fn write_zeroes(
-        &self,
-        sector: u64,
-        sectors: u64,
-        may_unmap: bool,
-        fua: bool,
-    ) -> Result<(), i32>;
+    /// Read `buf.len()` bytes from `sector` into `buf`.
+    fn read(&self, sector: u64, buf: Vec<u8>, done: IoDone);
+    /// Write `buf` at `sector`.
+    fn write(&self, sector: u64, buf: Vec<u8>, fua: bool, done: IoDone);
+    fn flush(&self, done: Done);
+    fn discard(&self, sector: u64, sectors: u64, done: Done);
+    fn write_zeroes(&self, sector: u64, sectors: u64, may_unmap: bool, fua: bool, done: Done);
 }
 
 /// Queue geometry of an exported device.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use udm_core::{Device, Engine};
+use udm_core::{Bio, Device, Engine, Errno, Op};
 use udm_ublk::plan::{self, Action, Exported, MapEntry, Wanted};
 use udm_ublk::{DeviceSpec, UblkDevice, UblkOptions};
 
@@ -36,21 +36,39 @@ pub fn map_path(socket: &Path) -> PathBuf {
         .join("ublk-map")
 }
 
-/// A udm device as the ublk export sees it.
+/// A udm device as the ublk export sees it: every request is a bio, submitted on the
+/// queue thread, whose completion (on whichever thread ends it) hands the result to the
+/// ublk tag. A bio the device holds (suspended, or a `delay` target) holds no thread.
 struct DeviceExport(Arc<Device>);
 
+/// A ublk completion, as a bio's.
+fn io_done(done: udm_ublk::IoDone) -> impl FnOnce(Result<(), Errno>, Vec<u8>) + Send {
+    move |r, buf| done(r.map_err(|e| e.0), buf)
+}
+
+/// A ublk completion without data, as a bio's.
+fn done(done: udm_ublk::Done) -> impl FnOnce(Result<(), Errno>) + Send {
+    move |r| done(r.map_err(|e| e.0))
+}
+
 impl udm_ublk::Export for DeviceExport {
-    fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), i32> {
-        self.0.read(sector, buf).map_err(|e| e.0)
+    fn read(&self, sector: u64, buf: Vec<u8>, d: udm_ublk::IoDone) {
+        self.0
+            .submit(Bio::with_buffer(Op::Read, sector, buf, io_done(d)));
     }
-    fn write(&self, sector: u64, buf: &[u8], fua: bool) -> Result<(), i32> {
-        self.0.write(sector, buf, fua).map_err(|e| e.0)
+    fn write(&self, sector: u64, buf: Vec<u8>, fua: bool, d: udm_ublk::IoDone) {
+        let mut bio = Bio::with_buffer(Op::Write, sector, buf, io_done(d));
+        bio.fua = fua;
+        self.0.submit(bio);
     }
-    fn flush(&self) -> Result<(), i32> {
-        self.0.flush().map_err(|e| e.0)
+    fn flush(&self, d: udm_ublk::Done) {
+        self.0.submit(Bio::without_data(Op::Flush, 0, 0, done(d)));
     }
-    fn discard(&self, sector: u64, sectors: u64) -> Result<(), i32> {
-        self.0.discard(sector, sectors).map_err(|e| e.0)
+    fn discard(&self, sector: u64, sectors: u64, d: udm_ublk::Done) {
+        let mut bio = Bio::without_data(Op::Discard, sector, sectors, done(d));
+        // As Device::discard.
+        bio.may_unmap = true;
+        self.0.submit(bio);
     }
     fn write_zeroes(
         &self,
@@ -58,10 +76,12 @@ impl udm_ublk::Export for DeviceExport {
         sectors: u64,
         may_unmap: bool,
         fua: bool,
-    ) -> Result<(), i32> {
-        self.0
-            .write_zeroes(sector, sectors, may_unmap, fua)
-            .map_err(|e| e.0)
+        d: udm_ublk::Done,
+    ) {
+        let mut bio = Bio::without_data(Op::WriteZeroes, sector, sectors, done(d));
+        bio.may_unmap = may_unmap;
+        bio.fua = fua;
+        self.0.submit(bio);
     }
 }
 

@@ -1,8 +1,11 @@
 //! A queue thread: one async task per tag on a local executor, driven by the queue's
-//! io_uring. A request runs on the blocking thread pool, so a request held by a
-//! suspended device does not hold up the others; when it completes, its waker also
-//! writes an eventfd that a poll on the ring is waiting for, which brings the thread,
-//! parked in io_uring_enter, back to commit the result.
+//! io_uring. A task starts its request on the export and awaits the request's end, so a
+//! request the device holds (suspended, delayed) holds no thread and the other tags go
+//! on. The end may come from any thread: it leaves the result in the tag's slot and wakes
+//! the task, and the task's waker also writes an eventfd that a poll on the ring is
+//! waiting for, which brings the thread, parked in io_uring_enter, back to commit the
+//! result (ublk takes a queue's commands from its own thread only). A request that ends
+//! at once, on this thread, needs no wake-up.
 
 use std::fs::File;
 use std::future::Future;
@@ -20,7 +23,7 @@ use libublk::uring_async::wait_and_handle_io_events;
 use libublk::{BufDesc, UblkError};
 
 use crate::request::{self, Request};
-use crate::Export;
+use crate::{slot, Export};
 
 /// An eventfd that wakes the queue thread.
 struct Kick {
@@ -90,7 +93,8 @@ impl<F: Future + Unpin> Future for Kicked<F> {
 /// Serve queue `qid` of `dev` until the device stops.
 pub(super) fn serve(qid: u16, dev: &UblkDev, export: Arc<dyn Export>) {
     let id = dev.dev_info.dev_id;
-    // Without an eventfd, requests are served on this thread (correct, but one at a time).
+    // Without an eventfd nothing can wake this thread from another: each request's end
+    // is waited for here (correct, but one request at a time).
     let kick = match Kick::new() {
         Ok(k) => Some(Arc::new(k)),
         Err(e) => {
@@ -129,8 +133,8 @@ pub(super) fn serve(qid: u16, dev: &UblkDev, export: Arc<dyn Export>) {
     }
 }
 
-/// Keep a poll for the eventfd on the ring, so that a completion on the blocking
-/// pool ends the thread's wait in io_uring_enter.
+/// Keep a poll for the eventfd on the ring, so that a request ending on another
+/// thread ends this thread's wait in io_uring_enter.
 async fn kick_loop(q: &UblkQueue<'_>, kick: &Kick) {
     let fd = types::Fd(kick.file.as_raw_fd());
     loop {
@@ -148,8 +152,8 @@ async fn kick_loop(q: &UblkQueue<'_>, kick: &Kick) {
     }
 }
 
-/// One tag: fetch a request, serve it, commit the result and fetch the next, until
-/// the queue goes down.
+/// One tag: fetch a request, start it, await its end, commit the result and fetch the
+/// next, until the queue goes down.
 async fn io_task(
     q: &UblkQueue<'_>,
     tag: u16,
@@ -160,35 +164,41 @@ async fn io_task(
     if len == 0 {
         return Err(UblkError::InvalidVal);
     }
+    // The tag's buffer, which the kernel copies a request's data into and out of: this
+    // task touches it only between a fetch's completion and the next commit, when the
+    // kernel does not.
     let mut buf = IoBuf::<u8>::new(len);
     buf.zero_buf();
-    let buf = Arc::new(buf);
     q.submit_io_prep_cmd(tag, BufDesc::Slice(buf.as_slice()), 0, Some(&buf))
         .await?;
+    // The owned buffer a request's data travels in, reused by the tag's next request.
+    let mut data = Vec::new();
     loop {
         let iod = q.get_iod(tag);
         let req = Request::decode(iod.op_flags, iod.start_sector, iod.nr_sectors);
-        let res = match &kick {
+        // An export that loses the request (drops its completion) fails it.
+        let (filler, ended) = slot::slot((-libc::EIO, Vec::new()));
+        request::serve(
+            &*export,
+            req,
+            buf.as_slice(),
+            std::mem::take(&mut data),
+            move |res, d| filler.fill((res, d)),
+        );
+        let (res, back) = match &kick {
             Some(kick) => {
-                let (export, buf) = (export.clone(), buf.clone());
                 Kicked {
-                    fut: smol::unblock(move || serve_into(&*export, req, &buf)),
+                    fut: ended,
                     kick: kick.clone(),
                 }
                 .await
             }
-            None => serve_into(&*export, req, &buf),
+            // Nothing can wake this thread from another: wait here (one request at a time).
+            None => ended.wait(),
         };
+        let res = request::finish(req, res, &back, buf.as_mut_slice());
+        data = back;
         q.submit_io_commit_cmd(tag, BufDesc::Slice(buf.as_slice()), res)
             .await?;
     }
-}
-
-fn serve_into(export: &dyn Export, req: Request, buf: &IoBuf<u8>) -> i32 {
-    // SAFETY: the buffer belongs to one tag, and nothing else touches it now: the
-    // kernel copies into it only before completing the tag's FETCH and out of it only
-    // after our COMMIT, and the tag's task awaits this call in between. It is `len()`
-    // bytes long and was zeroed at allocation; the Arc keeps it alive meanwhile.
-    let data = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr(), buf.len()) };
-    request::serve(export, req, data)
 }
