@@ -158,9 +158,13 @@ impl NbdExport {
             }
             return;
         }
-        let then_flush = io.fua.then(|| Arc::clone(dev));
+        // Weak: the bio may wait in the device's own queue (a suspend).
+        let then_flush = io.fua.then(|| Arc::downgrade(dev));
         let mut bio = Bio::without_data(Op::Discard, s, n, move |r| match (r, then_flush) {
-            (Ok(()), Some(dev)) => flush_then_answer(&dev, done),
+            (Ok(()), Some(dev)) => match dev.upgrade() {
+                Some(dev) => flush_then_answer(&dev, done),
+                None => done.complete(Err(udm_nbd::Errno::ESHUTDOWN), Vec::new()),
+            },
             (r, _) => done.complete(r.map_err(nbd_err), Vec::new()),
         });
         bio.may_unmap = true;

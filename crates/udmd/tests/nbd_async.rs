@@ -349,3 +349,43 @@ fn a_client_leaving_with_requests_in_flight_leaves_udmd_healthy() {
     d.ok(&["remove", "held"]);
     assert!(d.alive(), "udmd died");
 }
+
+#[test]
+fn udmd_stops_promptly_with_nbd_requests_held_by_a_suspend() {
+    let mut d = nbd_daemon();
+    let blocks = 64u64;
+    let f = backing_file(&d, "data", blocks);
+    let sectors = blocks * (BLOCK as u64 / 512);
+    d.ok(&[
+        "create",
+        "held",
+        "--table",
+        &format!("0 {sectors} linear {} 0", f.display()),
+    ]);
+    let sock = d.nbd.clone().unwrap();
+    let mut c = Client::connect(&sock, "held");
+    d.ok(&["suspend", "held"]);
+    let reads: Vec<(u64, u64)> = (0..32u64).map(|i| (i, i * BLOCK as u64)).collect();
+    c.send_reads(&reads, BLOCK as u32);
+    // Answered by the server itself once it has read (and started) all 32 before it.
+    c.send_reads(&[(1000, c.size)], BLOCK as u32);
+    assert_eq!(c.reply(BLOCK).0, 1000);
+    // SAFETY: kill with the pid of the udmd this test spawned.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGTERM) };
+    // The held reads fail (the engine stops first), the connection closes once they
+    // are answered, and udmd exits: nothing waits for a resume that never comes.
+    let mut answered = 0;
+    loop {
+        let mut h = [0u8; 16];
+        match c.s.read_exact(&mut h) {
+            Ok(()) => {
+                let error = u32::from_be_bytes(h[4..8].try_into().unwrap());
+                assert_ne!(error, 0, "a held read succeeded on a stopping udmd");
+                answered += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    assert_eq!(answered, 32, "every held read is answered before the close");
+    wait_until("udmd to exit", Duration::from_secs(5), || !d.alive());
+}
