@@ -1,8 +1,9 @@
 //! The fuser `Filesystem`: one flat directory whose entries are the source's devices.
-//! Requests are answered on the fuser thread that read them, except device I/O: aligned
-//! reads, writes, discards and zeroings and every flush are started on the fuser thread
-//! and answered from their completion, on whichever thread ends them; the rest (unaligned
-//! ranges, lseek) may wait, and is answered from its device's queue (see [`crate::queue`]).
+//! Requests are answered on the fuser thread that read them, except device I/O: reads and
+//! writes (unaligned ones in whole blocks, see [`crate::unaligned`]), aligned discards and
+//! zeroings and every flush are started on the fuser thread and answered from their
+//! completion, on whichever thread ends them; the rest (unaligned fallocate ranges, lseek)
+//! may wait, and is answered from its device's queue (see [`crate::queue`]).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -23,6 +24,7 @@ use tracing::{debug, trace, warn};
 use crate::bufs::BufPool;
 use crate::queue::{IoQueue, Job};
 use crate::source::{MappedFile, MapperSource, SeekKind};
+use crate::unaligned::{widen, Rmw};
 
 /// Entry and attribute lifetime in the kernel's caches: none, so that renames, removals and
 /// resizes are seen by the next lookup or stat.
@@ -93,10 +95,23 @@ fn errno(e: i32) -> Errno {
     Errno::from_i32(e.checked_abs().unwrap_or(libc::EIO))
 }
 
-/// Whether `[offset, offset+len)` goes through the file's asynchronous methods.
+/// Whether `[offset, offset+len)` goes through the file's asynchronous methods as it is.
 fn is_async(file: &dyn MappedFile, offset: u64, len: u64) -> bool {
     file.async_granularity()
         .is_some_and(|g| offset % g.get() == 0 && len % g.get() == 0)
+}
+
+/// The file's block for asynchronous I/O (1 without an asynchronous path).
+fn whole_block(file: &dyn MappedFile) -> u64 {
+    file.async_granularity().map_or(1, |g| g.get())
+}
+
+/// The whole blocks around `[offset, offset+len)` that an asynchronous read or write
+/// goes through, or `None` for the blocking path (no asynchronous path, or a last block
+/// that the size cuts short).
+fn async_range(file: &dyn MappedFile, offset: u64, len: u64) -> Option<(u64, u64)> {
+    let g = file.async_granularity()?.get();
+    widen(offset, len, g, file.size())
 }
 
 /// Names the kernel cannot show as one directory entry.
@@ -403,15 +418,30 @@ impl Filesystem for MapperFs {
             return reply.data(&[]);
         };
         trace!(fh = fh.0, offset, len, "read");
-        let buf = self.bufs.zeroed(len);
         let bufs = Arc::clone(&self.bufs);
+        // An unaligned read reads the whole blocks around it.
+        let whole = async_range(io.file.as_ref(), offset, len as u64);
+        if let Some((start, end)) = whole.and_then(|(s, e)| Some((s, usize::try_from(e - s).ok()?)))
+        {
+            let skip = (offset - start) as usize;
+            let done: crate::IoDone = Box::new(move |r, buf| {
+                read_done(
+                    fh,
+                    offset,
+                    r,
+                    buf.get(skip..).unwrap_or_default(),
+                    len,
+                    reply,
+                );
+                bufs.give(buf);
+            });
+            return io.file.read_async(start, self.bufs.zeroed(end), done);
+        }
+        let buf = self.bufs.zeroed(len);
         let done: crate::IoDone = Box::new(move |r, buf| {
             read_done(fh, offset, r, &buf, len, reply);
             bufs.give(buf);
         });
-        if is_async(io.file.as_ref(), offset, len as u64) {
-            return io.file.read_async(offset, buf, done);
-        }
         let file = Arc::clone(&io.file);
         self.queue(
             &io,
@@ -465,8 +495,14 @@ impl Filesystem for MapperFs {
             }
             bufs.give(buf);
         });
-        if is_async(io.file.as_ref(), offset, len as u64) {
-            return io.file.write_async(offset, buf, done);
+        if let Some(whole) = async_range(io.file.as_ref(), offset, len as u64) {
+            if whole == (offset, offset + len as u64) {
+                return io.file.write_async(offset, buf, done);
+            }
+            // An unaligned write reads the partial blocks at its edges first.
+            let (file, bufs) = (Arc::clone(&io.file), Arc::clone(&self.bufs));
+            let g = whole_block(io.file.as_ref());
+            return Rmw::start(file, bufs, g, whole, offset, buf, done);
         }
         let file = Arc::clone(&io.file);
         self.queue(

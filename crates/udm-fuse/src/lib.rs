@@ -9,14 +9,18 @@
 //!
 //! * **Threads, and I/O that waits.** fuser 0.18 runs its session on `n` threads itself
 //!   (`Config::n_threads`, each thread blocking on its own `FUSE_DEV_IOC_CLONE`d `/dev/fuse`
-//!   fd, [`MountOptions::threads`]). Device I/O is asynchronous: a READ, WRITE, FSYNC or
-//!   FALLOCATE of an aligned range ([`MappedFile::async_granularity`]) is started on the
-//!   fuser thread with an owned buffer ([`MappedFile::read_async`], ...) and answered from
-//!   its completion, on whichever thread ends it (fuser's replies are `Send`). So a request
-//!   the device holds (suspended, or a `delay` target) holds no thread, and as many
-//!   requests as the kernel sends are in flight at once, however few the threads. Buffers
-//!   are reused (`bufs.rs`); a write's payload is copied once, out of fuser's read buffer.
-//!   Unaligned ranges and lseek use blocking calls, which may wait: they go to their
+//!   fd, [`MountOptions::threads`]). Device I/O is asynchronous: a READ, WRITE or FSYNC,
+//!   and a FALLOCATE of an aligned range, is started on the fuser thread with an owned
+//!   buffer ([`MappedFile::read_async`], ...) and answered from its completion, on
+//!   whichever thread ends it (fuser's replies are `Send`). So a request the device holds
+//!   (suspended, or a `delay` target) holds no thread, and as many requests as the kernel
+//!   sends are in flight at once, however few the threads. Reads and writes off the
+//!   file's block ([`MappedFile::async_granularity`], a sector) go in whole blocks, a
+//!   write reading its partial edge blocks first (`unaligned.rs`): the kernel splits a
+//!   direct read or write at the caller's page boundaries, so a 1 MiB read into a
+//!   malloc'ed buffer arrives as 1 MiB - 16 bytes and 16 bytes. Buffers are reused
+//!   (`bufs.rs`); a write's payload is copied once, out of fuser's read buffer. Unaligned
+//!   fallocate ranges and lseek use blocking calls, which may wait: they go to their
 //!   device's queue and are answered from its worker (one per device, started on demand,
 //!   ended when idle; see `queue.rs`), so a suspended device never blocks lookups,
 //!   listings, attributes or another device's I/O.
@@ -63,6 +67,7 @@ mod mount;
 mod queue;
 pub mod ram;
 mod source;
+mod unaligned;
 
 pub use error::FuseError;
 pub use mount::{create_mount_point, mount, MapperMount, MountOptions};

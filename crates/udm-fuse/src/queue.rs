@@ -1,12 +1,13 @@
-//! Blocking I/O off the FUSE threads. Aligned reads and writes, flushes, discards and
-//! zeroings of a file with an asynchronous path
-//! ([`MappedFile::async_granularity`](crate::MappedFile::async_granularity)) are started on
-//! the fuser thread and answered from their completion, and never come here. What is left
-//! may wait (a suspended device holds it until resume): unaligned ranges, done with the
-//! blocking methods, lseek's map of the device, and all I/O of a file without an
-//! asynchronous path. Those are queued on their device's [`IoQueue`] and replied to from that queue's worker thread
-//! (fuser's replies are `Send`), so a held device never blocks lookups, listings,
-//! attributes or another device's I/O.
+//! Blocking I/O off the FUSE threads. Reads, writes and flushes of a file with an
+//! asynchronous path
+//! ([`MappedFile::async_granularity`](crate::MappedFile::async_granularity)), and its
+//! aligned discards and zeroings, are started on the fuser thread and answered from their
+//! completion, and never come here. What is left may wait (a suspended device holds it
+//! until resume): unaligned fallocate ranges, lseek's map of the device, a read or write
+//! whose last block the size cuts short, and all I/O of a file without an asynchronous
+//! path. Those are done with the blocking methods, queued on their device's [`IoQueue`]
+//! and replied to from that queue's worker thread (fuser's replies are `Send`), so a held
+//! device never blocks lookups, listings, attributes or another device's I/O.
 //!
 //! The cost of a held device is bounded per device, not by the number of requests: a
 //! device has at most one worker, started when it first has queued work and ended after

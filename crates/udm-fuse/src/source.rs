@@ -27,7 +27,7 @@ pub enum SeekKind {
 /// Two ways of doing I/O: the blocking methods ([`read`](Self::read), ...), which may wait
 /// (a suspended device holds I/O until it is resumed) and are therefore called off the FUSE
 /// threads, from the device's queue; and the asynchronous ones ([`read_async`](Self::read_async),
-/// ...), called on the FUSE thread for ranges aligned to
+/// ...), called on the FUSE thread for ranges of whole blocks of
 /// [`async_granularity`](Self::async_granularity), which must not wait for held I/O: they
 /// start the request and return, and the request's end answers FUSE.
 pub trait MappedFile: Send + Sync {
@@ -65,9 +65,11 @@ pub trait MappedFile: Send + Sync {
             SeekKind::Hole => size,
         })
     }
-    /// Reads, writes, discards and zeroings whose offset and length are multiples of this
-    /// go through the `_async` methods, on the FUSE thread; flushes always do. `None` (the
-    /// default): every request uses the blocking methods, from the device's queue.
+    /// The block of the asynchronous path. Reads and writes go through the `_async`
+    /// methods in whole blocks (an unaligned read reads the blocks around it; an unaligned
+    /// write reads its partial edge blocks, then writes the whole blocks), discards and
+    /// zeroings when they are whole blocks, flushes always. `None` (the default): every
+    /// request uses the blocking methods, from the device's queue.
     fn async_granularity(&self) -> Option<NonZeroU64> {
         None
     }

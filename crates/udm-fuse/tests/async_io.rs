@@ -7,6 +7,7 @@ mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::num::NonZeroU64;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -161,20 +162,20 @@ impl MapperSource for Source {
     }
 }
 
-/// What one request thread does, at block `i` of the file.
+/// What one request thread does.
 #[derive(Clone)]
 enum Req {
-    Read,
-    Write(Vec<u8>),
+    Read { off: usize, len: usize },
+    Write { off: usize, data: Vec<u8> },
     Fsync,
 }
 
 type Answers = mpsc::Receiver<(usize, std::io::Result<Option<Vec<u8>>>)>;
 
 /// One thread per request, each on a file of its own; they answer on the channel.
-fn start(path: &Path, reqs: Vec<Req>) -> Answers {
+fn start(path: &Path, reqs: &[Req]) -> Answers {
     let (tx, rx) = mpsc::channel();
-    for (i, req) in reqs.into_iter().enumerate() {
+    for (i, req) in reqs.iter().cloned().enumerate() {
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -182,13 +183,12 @@ fn start(path: &Path, reqs: Vec<Req>) -> Answers {
             .unwrap();
         let tx = tx.clone();
         std::thread::spawn(move || {
-            let off = (i * BLOCK) as u64;
             let r = match req {
-                Req::Read => {
-                    let mut buf = vec![0u8; BLOCK];
-                    f.read_exact_at(&mut buf, off).map(|()| Some(buf))
+                Req::Read { off, len } => {
+                    let mut buf = vec![0u8; len];
+                    f.read_exact_at(&mut buf, off as u64).map(|()| Some(buf))
                 }
-                Req::Write(data) => f.write_all_at(&data, off).map(|()| None),
+                Req::Write { off, data } => f.write_all_at(&data, off as u64).map(|()| None),
                 Req::Fsync => f.sync_all().map(|()| None),
             };
             let _ = tx.send((i, r));
@@ -210,16 +210,53 @@ fn wait_arrived(file: &HoldingFile, n: usize) {
     }
 }
 
-/// Collects `n` answers; reads must return `content` at their block.
-fn collect(rx: &Answers, n: usize, content: &[u8]) {
-    for _ in 0..n {
-        let (i, r) = rx.recv_timeout(BOUND).expect("a released request hung");
-        if let Some(buf) = r.unwrap_or_else(|e| panic!("request {i}: {e}")) {
+/// Releases held requests until every one of `reqs` is answered (an unaligned write
+/// comes back with its next step); reads must return `content`, writes must land.
+fn finish(file: &HoldingFile, rx: &Answers, reqs: &[Req], content: &[u8]) {
+    let t0 = Instant::now();
+    let mut answered = 0;
+    while answered < reqs.len() {
+        file.release();
+        let (i, r) = match rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(a) => a,
+            Err(_) => {
+                assert!(t0.elapsed() < BOUND, "a released request hung");
+                continue;
+            }
+        };
+        answered += 1;
+        let got = r.unwrap_or_else(|e| panic!("request {i}: {e}"));
+        if let (Req::Read { off, len }, Some(buf)) = (&reqs[i], got) {
             assert!(
-                buf == content[i * BLOCK..(i + 1) * BLOCK],
+                buf == content[*off..off + len],
                 "read {i} returned wrong data"
             );
         }
+    }
+    let data = file.data.lock();
+    for (i, req) in reqs.iter().enumerate() {
+        if let Req::Write { off, data: d } = req {
+            assert!(data[*off..off + d.len()] == d[..], "write {i} did not land");
+            // An unaligned write (a read-modify-write of its edge sectors) keeps the
+            // bytes next to it.
+            assert!(
+                off % 512 == 0
+                    || data[off - 7..*off] == content[off - 7..*off]
+                        && data[off + d.len()..off + d.len() + 7]
+                            == content[off + d.len()..off + d.len() + 7],
+                "write {i} changed the bytes around it"
+            );
+        }
+    }
+}
+
+fn lseek_data(f: &File, offset: i64) -> std::io::Result<i64> {
+    // SAFETY: lseek on an open descriptor touches no memory.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), offset, libc::SEEK_DATA) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
     }
 }
 
@@ -248,16 +285,34 @@ fn held_requests_hold_no_fuse_thread() {
     let _release = ReleaseOnDrop(held.clone());
     let path = mnt.path().join("held");
 
-    // Reads and writes, all held at once.
-    let new_data = rng.bytes(WRITES * BLOCK);
-    let mut reqs = vec![Req::Read; READS];
-    reqs.extend(new_data.chunks(BLOCK).map(|d| Req::Write(d.to_vec())));
-    let rx = start(&path, reqs);
-    wait_arrived(&held, READS + WRITES);
+    // Reads and writes, aligned and not, all held at once: 40 aligned reads, 16 aligned
+    // writes, then 4 reads and 2 writes off the sector grid (each write is held at its
+    // first edge read).
+    let mut reqs: Vec<Req> = (0..READS)
+        .map(|i| Req::Read {
+            off: i * BLOCK,
+            len: BLOCK,
+        })
+        .collect();
+    reqs.extend((0..WRITES).map(|w| Req::Write {
+        off: (READS + w) * BLOCK,
+        data: rng.bytes(BLOCK),
+    }));
+    let odd = READS + WRITES;
+    reqs.extend((0..4).map(|k| Req::Read {
+        off: (odd + k) * BLOCK + 100,
+        len: 1000,
+    }));
+    reqs.extend((0..2).map(|k| Req::Write {
+        off: (odd + 4 + k) * BLOCK + 7,
+        data: rng.bytes(3000),
+    }));
+    let rx = start(&path, &reqs);
+    wait_arrived(&held, reqs.len());
     assert!(rx.try_recv().is_err(), "a held request was answered");
 
-    // With every request held: the directory, another file and the blocking path of
-    // this one all answer (in a thread, so that a hang is reported, not waited out).
+    // With every request held: the directory and another file answer (in a thread, so
+    // that a hang is reported, not waited out).
     let (ok_tx, ok_rx) = mpsc::channel();
     let (mnt_dir, held_path) = (mnt.path().to_path_buf(), path.clone());
     std::thread::spawn(move || {
@@ -268,38 +323,48 @@ fn held_requests_hold_no_fuse_thread() {
         names.sort();
         let size = fs::metadata(&held_path).unwrap().len();
         let ram = fs::read(mnt_dir.join("ram")).unwrap();
-        let mut odd = vec![0u8; 1000];
-        File::open(&held_path)
-            .unwrap()
-            .read_exact_at(&mut odd, 100)
-            .unwrap();
-        let _ = ok_tx.send((names, size, ram, odd));
+        let _ = ok_tx.send((names, size, ram));
     });
-    let (names, size, ram_back, odd) = ok_rx
+    let (names, size, ram_back) = ok_rx
         .recv_timeout(BOUND)
         .expect("the mount stopped answering while requests were held");
     assert_eq!(names, ["held", "ram"]);
     assert_eq!(size, SIZE as u64);
     assert!(ram_back == ram_content, "the other file read back wrong");
-    assert!(odd == content[100..1100], "the unaligned read");
     assert!(rx.try_recv().is_err(), "a held request was answered");
+    finish(&held, &rx, &reqs, &content);
 
-    assert_eq!(held.release(), READS + WRITES);
-    collect(&rx, READS + WRITES, &content);
-    let data = held.data.lock().clone();
-    for w in 0..WRITES {
-        let off = (READS + w) * BLOCK;
-        assert!(
-            data[off..off + BLOCK] == new_data[w * BLOCK..(w + 1) * BLOCK],
-            "write {w} did not land"
-        );
-    }
+    // With reads held, the blocking path of the same file (lseek, which the kernel does
+    // not send while a write holds the file) answers.
+    let content = held.data.lock().clone();
+    let arrived = held.arrived.load(Ordering::SeqCst);
+    let reqs = [
+        Req::Read { off: 0, len: BLOCK },
+        Req::Read {
+            off: 333,
+            len: 4444,
+        },
+    ];
+    let rx = start(&path, &reqs);
+    wait_arrived(&held, arrived + reqs.len());
+    let (ok_tx, ok_rx) = mpsc::channel();
+    let held_path = path.clone();
+    std::thread::spawn(move || {
+        let _ = ok_tx.send(lseek_data(&File::open(&held_path).unwrap(), 100).unwrap());
+    });
+    let data_at = ok_rx
+        .recv_timeout(BOUND)
+        .expect("lseek hung while reads of the file were held");
+    assert_eq!(data_at, 100);
+    assert!(rx.try_recv().is_err(), "a held request was answered");
+    finish(&held, &rx, &reqs, &content);
 
     // An fsync is held too (the kernel sends it once no write is in flight).
-    let rx = start(&path, vec![Req::Read, Req::Read, Req::Fsync]);
-    wait_arrived(&held, READS + WRITES + 3);
+    let arrived = held.arrived.load(Ordering::SeqCst);
+    let reqs = [Req::Read { off: 0, len: BLOCK }, Req::Fsync];
+    let rx = start(&path, &reqs);
+    wait_arrived(&held, arrived + reqs.len());
     assert!(rx.try_recv().is_err(), "a held request was answered");
-    assert_eq!(held.release(), 3);
-    collect(&rx, 3, &data);
+    finish(&held, &rx, &reqs, &content);
     drop(mnt);
 }
