@@ -183,6 +183,12 @@ pub(crate) struct Uring {
 
 impl Uring {
     fn new() -> io::Result<Uring> {
+        Uring::with_limit(usize::MAX)
+    }
+
+    /// Rings that admit at most `limit` requests each (less if their completion
+    /// queue is smaller).
+    fn with_limit(limit: usize) -> io::Result<Uring> {
         if FAIL_SETUP.with(|f| f.replace(false)) {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
@@ -194,7 +200,7 @@ impl Uring {
             rings: Vec::with_capacity(n),
         };
         for i in 0..n {
-            u.rings.push(Ring::start(i)?);
+            u.rings.push(Ring::start(i, limit)?);
         }
         Ok(u)
     }
@@ -240,7 +246,7 @@ struct Ring {
 }
 
 impl Ring {
-    fn start(index: usize) -> io::Result<Arc<Ring>> {
+    fn start(index: usize, limit: usize) -> io::Result<Arc<Ring>> {
         let uring = IoUring::new(ENTRIES)?;
         if !uring.params().is_feature_nodrop() {
             return Err(io::Error::other(
@@ -273,7 +279,9 @@ impl Ring {
             idle: Mutex::new(()),
             wake: Condvar::new(),
             closing: AtomicBool::new(false),
-            limit: (cq_entries as usize).saturating_sub(8).max(1),
+            limit: (cq_entries as usize)
+                .saturating_sub(8)
+                .clamp(1, limit.max(1)),
         });
         // A seccomp filter may let a ring be set up but not entered: go through
         // the kernel once before trusting it.
@@ -974,6 +982,56 @@ mod tests {
         let (r, b) = rx.recv().unwrap();
         assert_eq!(r, Err(Errno::EIO));
         assert!(b[..2048].iter().all(|&x| x == 1), "the part before the end");
+    }
+
+    /// Past the limit a request is done on its submitter's thread; all end, and
+    /// the data is where it should be.
+    #[test]
+    fn past_the_limit_submitters_do_their_own_io() {
+        let u = match Uring::with_limit(2) {
+            Ok(u) => Arc::new(u),
+            Err(e) => {
+                udm_testkit::unavailable(&format!("io_uring: {e}"));
+                return;
+            }
+        };
+        let r = &u.rings[0];
+        assert!(r.admit() && r.admit() && !r.admit());
+        r.outstanding.fetch_sub(2, Ordering::SeqCst);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::File::create(&p)
+            .unwrap()
+            .set_len(256 << 9)
+            .unwrap();
+        let f = FileDev::open(&p, false, false, 1).unwrap();
+        let dev = Arc::new(UringDev::new(Arc::new(f), u));
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let dev = Arc::clone(&dev);
+                thread::spawn(move || {
+                    let (tx, rx) = mpsc::channel();
+                    for k in 0..64u64 {
+                        let tx = tx.clone();
+                        let sector = k * 4 + u64::from(t);
+                        let bio =
+                            Bio::with_buffer(Op::Write, sector, vec![t + 1; 512], move |r, _| {
+                                let _ = tx.send(r);
+                            });
+                        dev.submit(bio, Sector(sector));
+                    }
+                    drop(tx);
+                    assert!(rx.iter().all(|r| r.is_ok()));
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let all = std::fs::read(&p).unwrap();
+        for (s, b) in all.chunks(512).enumerate() {
+            assert!(b.iter().all(|&x| x == (s % 4) as u8 + 1), "sector {s}");
+        }
     }
 
     #[test]
