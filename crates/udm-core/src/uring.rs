@@ -121,6 +121,8 @@ const BATCH: usize = 32;
 const INLINE_BATCHES: usize = 4;
 /// Reaps nest this deep on one thread (a completion that submits reaps again).
 const MAX_DEPTH: u32 = 2;
+/// io_uring_enter's IORING_ENTER_GETEVENTS: wait for `min_complete` completions.
+const GETEVENTS: u32 = 1;
 
 thread_local! {
     /// Which ring this thread submits to (assigned on first use).
@@ -181,6 +183,12 @@ pub(crate) struct Uring {
 
 impl Uring {
     fn new() -> io::Result<Uring> {
+        Uring::with_limit(usize::MAX)
+    }
+
+    /// Rings that admit at most `limit` requests each (less if their completion
+    /// queue is smaller).
+    fn with_limit(limit: usize) -> io::Result<Uring> {
         if FAIL_SETUP.with(|f| f.replace(false)) {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
@@ -192,7 +200,7 @@ impl Uring {
             rings: Vec::with_capacity(n),
         };
         for i in 0..n {
-            u.rings.push(Ring::start(i)?);
+            u.rings.push(Ring::start(i, limit)?);
         }
         Ok(u)
     }
@@ -232,10 +240,13 @@ struct Ring {
     wake: Condvar,
     /// No more bios will come: exit once nothing is outstanding.
     closing: AtomicBool,
+    /// Most requests admitted at once: the completion queue's size, less room
+    /// for the closing NOP.
+    limit: usize,
 }
 
 impl Ring {
-    fn start(index: usize) -> io::Result<Arc<Ring>> {
+    fn start(index: usize, limit: usize) -> io::Result<Arc<Ring>> {
         let uring = IoUring::new(ENTRIES)?;
         if !uring.params().is_feature_nodrop() {
             return Err(io::Error::other(
@@ -258,6 +269,7 @@ impl Ring {
                 )));
             }
         }
+        let cq_entries = uring.params().cq_entries();
         let ring = Arc::new(Ring {
             uring,
             sq: Mutex::new(()),
@@ -267,6 +279,9 @@ impl Ring {
             idle: Mutex::new(()),
             wake: Condvar::new(),
             closing: AtomicBool::new(false),
+            limit: (cq_entries as usize)
+                .saturating_sub(8)
+                .clamp(1, limit.max(1)),
         });
         // A seccomp filter may let a ring be set up but not entered: go through
         // the kernel once before trusting it.
@@ -278,19 +293,28 @@ impl Ring {
         Ok(ring)
     }
 
+    /// Run `f` on the submission queue, under the sq lock. The queue publishes
+    /// its tail when dropped, so it must be dropped before the lock is released
+    /// (a queue that outlived the lock would store a stale tail over another
+    /// thread's push): hence this one way to reach it.
+    fn with_sq<R>(&self, f: impl FnOnce(&mut squeue::SubmissionQueue<'_>) -> R) -> R {
+        let _g = self.sq.lock();
+        // SAFETY: the sq lock makes this the ring's only SubmissionQueue.
+        let mut sq = unsafe { self.uring.submission_shared() };
+        let r = f(&mut sq);
+        drop(sq);
+        r
+    }
+
     /// A NOP through the kernel and back, before the ring is in use.
     fn round_trip(&self) -> io::Result<()> {
         let nop = opcode::Nop::new().build().user_data(WAKE);
-        {
-            let _g = self.sq.lock();
-            // SAFETY: the sq lock makes this the ring's only SubmissionQueue.
-            let mut sq = unsafe { self.uring.submission_shared() };
-            // SAFETY: a NOP refers to no memory.
-            unsafe { sq.push(&nop) }.map_err(|_| io::Error::other("io_uring queue full"))?;
-        }
+        // SAFETY: a NOP refers to no memory.
+        self.with_sq(|sq| unsafe { sq.push(&nop) })
+            .map_err(|_| io::Error::other("io_uring queue full"))?;
         let mut tries = 0;
         loop {
-            match self.uring.submit_and_wait(1) {
+            match self.enter(1, 1) {
                 Ok(_) => break,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) && tries < RETRIES => tries += 1,
                 Err(e) => return Err(e),
@@ -299,49 +323,85 @@ impl Ring {
         let _g = self.cq.lock();
         // SAFETY: the cq lock makes this the ring's only CompletionQueue.
         let mut cq = unsafe { self.uring.completion_shared() };
-        match cq.next() {
+        let first = cq.next();
+        // The queue publishes its head when dropped: before the lock is released.
+        drop(cq);
+        match first {
             Some(c) if c.result() >= 0 => Ok(()),
             Some(c) => Err(io::Error::from_raw_os_error(-c.result())),
             None => Err(io::Error::other("io_uring NOP did not complete")),
         }
     }
 
-    /// Queue `req`'s next step; the ring owns it until its completion is reaped.
+    /// Count a new request in, unless the ring has `limit` outstanding already:
+    /// then its submitter carries it out synchronously. So the completion queue
+    /// never overflows (its entries are at most the outstanding requests), and a
+    /// burst of submitters is held back by doing its own I/O, blocking no one.
+    fn admit(&self) -> bool {
+        if self.outstanding.fetch_add(1, Ordering::SeqCst) < self.limit {
+            return true;
+        }
+        self.outstanding.fetch_sub(1, Ordering::SeqCst);
+        false
+    }
+
+    /// Queue `req`'s next step (counted in `outstanding`); the ring owns it until
+    /// its completion is reaped.
     fn queue(&self, req: Box<Req>) {
         let entry = req.entry();
         self.push(entry.user_data(Box::into_raw(req) as u64));
     }
 
-    fn push(&self, entry: squeue::Entry) {
+    /// Queue the next step of a request whose completion a reap is acting on
+    /// (still counted until that is done, so the queue holds no more
+    /// completions than `limit`); whoever reaps it, the completion thread is
+    /// awake to wait for it.
+    fn requeue(&self, req: Box<Req>) {
         self.outstanding.fetch_add(1, Ordering::SeqCst);
+        self.queue(req);
+        self.kick();
+    }
+
+    fn push(&self, entry: squeue::Entry) {
         loop {
-            let pushed = {
-                let _g = self.sq.lock();
-                // SAFETY: the sq lock makes this the ring's only SubmissionQueue.
-                let mut sq = unsafe { self.uring.submission_shared() };
-                // SAFETY: the memory an entry names (a bio's window or a bounce
-                // buffer) belongs to the request its user_data owns, which is
-                // dropped only after the entry's completion is reaped.
-                unsafe { sq.push(&entry) }.is_ok()
-            };
+            // SAFETY: the memory an entry names (a bio's window or a bounce
+            // buffer) belongs to the request its user_data owns, which is dropped
+            // only after the entry's completion is reaped.
+            let pushed = self.with_sq(|sq| unsafe { sq.push(&entry) }.is_ok());
             if pushed {
                 break;
             }
             // Full: give the kernel what is queued (it takes all of it) and retry.
-            if !self.enter() {
+            if !self.submit_queued() {
                 self.kick();
                 thread::yield_now();
             }
         }
-        self.enter();
+        self.submit_queued();
     }
 
-    /// Hand the queued entries to the kernel. False when it would not take them
-    /// now (EBUSY, EAGAIN): they stay queued for the next `io_uring_enter`, the
-    /// completion thread's at the latest.
-    fn enter(&self) -> bool {
+    /// `io_uring_enter`: submit up to `to_submit` queued entries, then wait for
+    /// `min_complete` completions. The kernel clamps `to_submit` to what is
+    /// queued, but waits only if it submitted all it was asked to: waits pass
+    /// 0 or an exact count.
+    fn enter(&self, to_submit: u32, min_complete: u32) -> io::Result<usize> {
+        let flags = if min_complete > 0 { GETEVENTS } else { 0 };
+        // SAFETY: no extended argument is passed; the entries the kernel takes
+        // were published by `push` (the SubmissionQueue's drop stores the tail).
+        unsafe {
+            self.uring
+                .submitter()
+                .enter::<libc::sigset_t>(to_submit, min_complete, flags, None)
+        }
+    }
+
+    /// Hand the queued entries to the kernel (all of them: asking for the ring's
+    /// size, the queue's tail, which other threads write under the sq lock, is
+    /// not read here). False when it would not take them now (EBUSY, EAGAIN):
+    /// they stay queued, for the completion thread at the latest.
+    fn submit_queued(&self) -> bool {
         loop {
-            match self.uring.submit() {
+            match self.enter(ENTRIES, 0) {
                 Ok(_) => return true,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(_) => return false,
@@ -406,6 +466,8 @@ impl Ring {
                     None => break,
                 }
             }
+            // The queue publishes its head when dropped: before the lock is released.
+            drop(cq);
         }
         for &(user_data, res) in &got[..n] {
             // A completion callback that panics must not take the ring down with it.
@@ -450,8 +512,12 @@ impl Ring {
             if self.reap(true) {
                 continue;
             }
-            // Wait in the kernel for a completion, handing it anything still queued.
-            match self.uring.submit_and_wait(1) {
+            // Hand the kernel what a failed submission left queued, then wait for
+            // a completion (which also moves any overflowed ones into the queue).
+            if self.with_sq(|sq| sq.len()) > 0 {
+                self.submit_queued();
+            }
+            match self.enter(0, 1) {
                 Ok(_) => {}
                 Err(e)
                     if matches!(
@@ -474,6 +540,7 @@ impl Ring {
         self.closing.store(true, Ordering::SeqCst);
         // Wake the completion thread wherever it waits: a NOP's completion ends a
         // wait in the kernel, the condition variable a sleep.
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
         self.push(opcode::Nop::new().build().user_data(WAKE));
         self.kick();
     }
@@ -609,11 +676,8 @@ impl Req {
         self.finish(Ok(()))
     }
 
-    /// Queue the next step from a reap; whoever reaps it, the completion thread
-    /// is awake to wait for it.
     fn requeue(self: Box<Self>, ring: &Ring) {
-        ring.queue(self);
-        ring.kick();
+        ring.requeue(self);
     }
 
     /// The request is done with the ring: its submitter need not wake anyone.
@@ -822,7 +886,14 @@ impl BlockDev for UringDev {
             id: 0,
         });
         req.id = &*req as *const Req as usize;
-        self.uring.ring().submit(req);
+        let ring = self.uring.ring();
+        if !ring.admit() {
+            // As many requests in flight as the ring takes: do this one here.
+            let Req { mut bio, .. } = *req;
+            let r = crate::io::execute(&**f, &mut bio, sector);
+            return bio.complete(r);
+        }
+        ring.submit(req);
     }
 }
 
@@ -911,6 +982,56 @@ mod tests {
         let (r, b) = rx.recv().unwrap();
         assert_eq!(r, Err(Errno::EIO));
         assert!(b[..2048].iter().all(|&x| x == 1), "the part before the end");
+    }
+
+    /// Past the limit a request is done on its submitter's thread; all end, and
+    /// the data is where it should be.
+    #[test]
+    fn past_the_limit_submitters_do_their_own_io() {
+        let u = match Uring::with_limit(2) {
+            Ok(u) => Arc::new(u),
+            Err(e) => {
+                udm_testkit::unavailable(&format!("io_uring: {e}"));
+                return;
+            }
+        };
+        let r = &u.rings[0];
+        assert!(r.admit() && r.admit() && !r.admit());
+        r.outstanding.fetch_sub(2, Ordering::SeqCst);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::File::create(&p)
+            .unwrap()
+            .set_len(256 << 9)
+            .unwrap();
+        let f = FileDev::open(&p, false, false, 1).unwrap();
+        let dev = Arc::new(UringDev::new(Arc::new(f), u));
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let dev = Arc::clone(&dev);
+                thread::spawn(move || {
+                    let (tx, rx) = mpsc::channel();
+                    for k in 0..64u64 {
+                        let tx = tx.clone();
+                        let sector = k * 4 + u64::from(t);
+                        let bio =
+                            Bio::with_buffer(Op::Write, sector, vec![t + 1; 512], move |r, _| {
+                                let _ = tx.send(r);
+                            });
+                        dev.submit(bio, Sector(sector));
+                    }
+                    drop(tx);
+                    assert!(rx.iter().all(|r| r.is_ok()));
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let all = std::fs::read(&p).unwrap();
+        for (s, b) in all.chunks(512).enumerate() {
+            assert!(b.iter().all(|&x| x == (s % 4) as u8 + 1), "sector {s}");
+        }
     }
 
     #[test]
