@@ -246,9 +246,18 @@ fn run_batch(table: &Arc<Table>, dev: &Device, mut batch: Vec<Pending>) {
             None => groups.push(vec![p]),
         }
     }
+    // A group goes to the pool only when it moves enough data to pay for the
+    // hand-off: on 2 cores a pool wake-up costs about as much as copying
+    // 256 KiB from the page cache, and measured 1 MiB reads over 4 stripes ran
+    // slower spread over the pool than as 4 vectored reads in a row.
     let here = groups.pop();
     let me = dev.handle();
     for g in groups {
+        let bytes: u64 = g.iter().map(|p| p.bio.bytes()).sum();
+        if bytes < OFFLOAD_MIN_BYTES {
+            run_group(table, dev, g);
+            continue;
+        }
         let table = Arc::clone(table);
         let me = me.clone();
         pool().spawn(move || {
@@ -262,6 +271,10 @@ fn run_batch(table: &Arc<Table>, dev: &Device, mut batch: Vec<Pending>) {
         run_group(table, dev, g);
     }
 }
+
+/// Least data a device's share of a split must move to be carried out on the
+/// worker pool rather than on the submitting thread.
+const OFFLOAD_MIN_BYTES: u64 = 4 << 20;
 
 /// Carry out one device's pieces in device order; pieces of the same op that lie
 /// one after another on the device go as one vectored call.

@@ -266,7 +266,12 @@ fn run(bench_mode: bool, filter: &[String]) -> Result<bool, String> {
     for (base, table) in variants(&path.display().to_string(), &part_names, sectors) {
         for (suffix, engine) in &engines {
             let name = format!("{base}{suffix}");
-            let wanted = filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+            // A filter ending in `$` names one variant exactly (`linear$` but not `linear_uring`).
+            let wanted = filter.is_empty()
+                || filter.iter().any(|f| match f.strip_suffix('$') {
+                    Some(exact) => name == exact,
+                    None => name.contains(f.as_str()),
+                });
             let runs = suffix.is_empty() || engine.io_engine() == IoEngine::Uring;
             if wanted && runs {
                 readers.push(Reader::Device(setup_device(engine, &name, &table)?));
