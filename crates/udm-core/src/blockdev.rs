@@ -358,6 +358,35 @@ pub(crate) fn not_supported(e: &io::Error) -> bool {
 /// Most iovecs one preadv/pwritev takes (Linux's UIO_MAXIOV).
 const IOV_MAX: usize = 1024;
 
+/// Run a preadv/pwritev-shaped `call` over `bufs` from `offset` until every byte
+/// moved: EINTR is retried, a short transfer continues after what moved, and a
+/// transfer of nothing (past the end of a file that shrank) is EIO.
+fn vectored<T>(
+    mut bufs: &mut [T],
+    offset: u64,
+    advance: fn(&mut &mut [T], usize),
+    mut call: impl FnMut(&[T], libc::c_int, libc::off_t) -> isize,
+) -> io::Result<()> {
+    let mut off = offset;
+    while !bufs.is_empty() {
+        let cnt = bufs.len().min(IOV_MAX) as libc::c_int;
+        let n = call(bufs, cnt, off as libc::off_t);
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        off += n as u64;
+        advance(&mut bufs, n as usize);
+    }
+    Ok(())
+}
+
 const BLKDISCARD: libc::c_ulong = 0x1277; // _IO(0x12, 119)
 const BLKZEROOUT: libc::c_ulong = 0x127f; // _IO(0x12, 127)
 
@@ -409,35 +438,12 @@ impl BlockDev for FileDev {
             }
             return Ok(());
         }
-        let mut bufs = bufs;
-        let mut off = offset;
-        while !bufs.is_empty() {
-            let cnt = bufs.len().min(IOV_MAX) as libc::c_int;
+        let fd = self.file.as_raw_fd();
+        vectored(bufs, offset, IoSliceMut::advance_slices, |iov, cnt, off| {
             // SAFETY: IoSliceMut is ABI-compatible with iovec; each points at a live,
             // exclusively borrowed buffer for the duration of the call.
-            let n = unsafe {
-                libc::preadv(
-                    self.file.as_raw_fd(),
-                    bufs.as_ptr() as *const libc::iovec,
-                    cnt,
-                    off as libc::off_t,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                // Past the end of a file that shrank under its table.
-                return Err(io::Error::from_raw_os_error(libc::EIO));
-            }
-            off += n as u64;
-            IoSliceMut::advance_slices(&mut bufs, n as usize);
-        }
-        Ok(())
+            unsafe { libc::preadv(fd, iov.as_ptr() as *const libc::iovec, cnt, off) }
+        })
     }
 
     fn write_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64, fua: bool) -> io::Result<()> {
@@ -453,34 +459,17 @@ impl BlockDev for FileDev {
             return Ok(());
         }
         let mut owned: Vec<IoSlice<'_>> = bufs.to_vec();
-        let mut bufs = &mut owned[..];
-        let mut off = offset;
-        while !bufs.is_empty() {
-            let cnt = bufs.len().min(IOV_MAX) as libc::c_int;
-            // SAFETY: IoSlice is ABI-compatible with iovec; each points at a live
-            // buffer for the duration of the call.
-            let n = unsafe {
-                libc::pwritev(
-                    self.file.as_raw_fd(),
-                    bufs.as_ptr() as *const libc::iovec,
-                    cnt,
-                    off as libc::off_t,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                return Err(io::Error::from_raw_os_error(libc::EIO));
-            }
-            off += n as u64;
-            IoSlice::advance_slices(&mut bufs, n as usize);
-        }
-        Ok(())
+        let fd = self.file.as_raw_fd();
+        vectored(
+            &mut owned,
+            offset,
+            IoSlice::advance_slices,
+            |iov, cnt, off| {
+                // SAFETY: IoSlice is ABI-compatible with iovec; each points at a live
+                // buffer for the duration of the call.
+                unsafe { libc::pwritev(fd, iov.as_ptr() as *const libc::iovec, cnt, off) }
+            },
+        )
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -658,6 +647,31 @@ mod tests {
         ] {
             assert!(!not_supported(&io::Error::from_raw_os_error(e)), "{e}");
         }
+    }
+
+    #[test]
+    fn vectored_reads_and_writes_cover_every_buffer_and_fail_past_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v");
+        std::fs::write(&p, vec![0u8; 8192]).unwrap();
+        let d = FileDev::open(&p, false, false, 1).unwrap();
+        let (a, b) = (vec![1u8; 512], vec![2u8; 1536]);
+        d.write_vectored_at(&[IoSlice::new(&a), IoSlice::new(&b)], 1024, false)
+            .unwrap();
+        let (mut x, mut y) = (vec![0u8; 1024], vec![0u8; 1024]);
+        d.read_vectored_at(
+            &mut [IoSliceMut::new(&mut x), IoSliceMut::new(&mut y)],
+            1024,
+        )
+        .unwrap();
+        assert_eq!(&x[..512], &a[..]);
+        assert_eq!(&x[512..], &b[..512]);
+        assert_eq!(&y[..], &b[512..]);
+        let mut z = vec![0u8; 1024];
+        let e = d
+            .read_vectored_at(&mut [IoSliceMut::new(&mut z)], 7680)
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
     }
 
     #[test]
